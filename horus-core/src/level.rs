@@ -65,6 +65,8 @@ impl FromStr for Level {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown service level `{s}`: expected fifo, causal, total or safe"))
+            .ok_or_else(|| {
+                format!("unknown service level `{s}`: expected fifo, causal, total or safe")
+            })
     }
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A point in time, in nanoseconds since the driver's epoch.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Time(pub u64);
 
@@ -87,7 +85,10 @@ mod tests {
     fn arithmetic_saturates_instead_of_wrapping() {
         assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
         assert_eq!(Time(5) - Time(9), Duration::ZERO);
-        assert_eq!(Time::from_millis(2) - Time::from_millis(1), Duration::from_millis(1));
+        assert_eq!(
+            Time::from_millis(2) - Time::from_millis(1),
+            Duration::from_millis(1)
+        );
     }
 
     #[test]

@@ -1,0 +1,749 @@
+//! The deterministic simulator: N complete stacks on a virtual clock over a seeded network.
+//!
+//! Each simulated process runs a real [`Stack`] with a recording application on top (see
+//! [`workload`]). The network ([`net`]) loses, duplicates, reorders and delays datagrams per
+//! link, and can be partitioned or lose one direction of a link; processes can pause, crash and
+//! restart as new incarnations ([`fault`]). Every process's views, casts and deliveries are
+//! recorded as a [`History`] for the [checker](crate::check).
+//!
+//! Everything random is drawn from one seed, and nothing depends on wall-clock time or hash
+//! order, so a seed replays exactly: same seed, same history, same trace.
+//!
+//! A run has three phases: faults happen in `[0, fault_window)`; the application casts in
+//! `[0, fault_window + traffic_tail)`; then the run goes on for `settle` with no fault and no
+//! new cast, so that the stacks can finish what they promised.
+//!
+//! ```
+//! use horus_core::sim::{simulate, SimConfig};
+//! use horus_core::Registry;
+//!
+//! let plan = Registry::new().plan("none").unwrap();
+//! let out = simulate(&plan, &SimConfig { nodes: 3, seed: 7, ..SimConfig::default() }).unwrap();
+//! // Without loss even best-effort multicast reaches everyone: 3 nodes, 3 deliveries a cast.
+//! assert_eq!(out.stats.deliveries, 3 * out.stats.casts);
+//! ```
+
+pub mod fault;
+pub mod net;
+pub mod workload;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::event::{Down, Up};
+use crate::history::{Event, History, Liveness, Membership, MsgId, Promises};
+use crate::ids::{Endpoint, GroupName, View};
+use crate::layer::Props;
+use crate::level::Level;
+use crate::message::Message;
+use crate::rng::Rng;
+use crate::spec::{StackError, StackPlan};
+use crate::stack::{Dest, Stack, Transmit};
+use crate::time::Time;
+use crate::view_state::ViewState;
+
+pub use fault::{Fault, FaultConfig};
+pub use net::{LinkModel, Net};
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    /// The model of every link (per-link overrides in `links`).
+    pub link: LinkModel,
+    pub links: Vec<(usize, usize, LinkModel)>,
+    /// Kinds of random fault, drawn from the seed within `fault_window`.
+    pub faults: FaultConfig,
+    /// Faults at fixed times, in addition to the drawn ones.
+    pub script: Vec<(Time, Fault)>,
+    pub fault_window: Duration,
+    pub traffic: Traffic,
+    /// Time with no fault and no new cast at the end of the run.
+    pub settle: Duration,
+    /// Record a readable line for every event.
+    pub trace: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 5,
+            seed: 0,
+            link: LinkModel::default(),
+            links: Vec::new(),
+            faults: FaultConfig::default(),
+            script: Vec::new(),
+            fault_window: Duration::from_secs(2),
+            traffic: Traffic::default(),
+            settle: Duration::from_secs(3),
+            trace: false,
+        }
+    }
+}
+
+/// What the application casts.
+#[derive(Clone, Debug)]
+pub struct Traffic {
+    /// Casts per process incarnation.
+    pub msgs: usize,
+    /// Sizes are drawn log-uniformly from `min_size..=max_size` bytes.
+    pub min_size: usize,
+    pub max_size: usize,
+    /// Levels drawn uniformly; empty means every level the stack offers (or `Fifo` when it
+    /// offers none: a best-effort stack is then checked against what FIFO promises).
+    pub levels: Vec<Level>,
+    /// Casts go on this long after the fault window closes.
+    pub tail: Duration,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            msgs: 20,
+            min_size: 1,
+            max_size: 1024,
+            levels: Vec::new(),
+            tail: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A configuration the simulator cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the simulation needs at least one node")]
+    NoNodes,
+    #[error("service level `{level}` is not offered by stack `{stack}`; it offers: {offered}")]
+    LevelNotOffered {
+        level: Level,
+        stack: String,
+        offered: String,
+    },
+    #[error("restarts need a membership layer in the stack to rejoin; stack `{0}` has none")]
+    RestartsNeedMembership(String),
+    #[error("membership stacks are not simulated yet: stack `{0}` has a membership layer")]
+    MembershipNotSupported(String),
+    #[error("size range {0}..={1} is empty")]
+    BadSizes(usize, usize),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct SimOutcome {
+    pub seed: u64,
+    pub history: History,
+    pub promises: Promises,
+    pub stats: SimStats,
+    /// The faults that happened, drawn and scripted.
+    pub scenario: Vec<(Time, Fault)>,
+    /// One line per event, when tracing.
+    pub trace: Vec<String>,
+}
+
+/// Counts from one run.
+#[derive(Clone, Debug, Default)]
+pub struct SimStats {
+    pub casts: u64,
+    pub deliveries: u64,
+    /// Delivered payloads that were not what was cast (a stack bug).
+    pub corrupt: u64,
+    pub datagrams: u64,
+    pub dropped_loss: u64,
+    pub dropped_partition: u64,
+    pub dropped_link: u64,
+    /// Arrived at a crashed process, or one with another incarnation.
+    pub dropped_dead: u64,
+    /// Arrived while the receiver was paused and its queue was full.
+    pub dropped_overflow: u64,
+    pub duplicated: u64,
+    /// Simulator events handled.
+    pub events: u64,
+    /// Virtual time at the end.
+    pub end: Time,
+    /// Every stack counter summed over processes, by `(layer, counter)`.
+    pub counters: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// Records a trace line, formatting nothing unless tracing.
+macro_rules! trace {
+    ($sim:expr, $who:expr, $($what:tt)*) => {
+        if $sim.config.trace {
+            let line = format!("{:>12}  {:<7} {}", $sim.now.to_string(), $who.to_string(), format_args!($($what)*));
+            $sim.trace.push(line);
+        }
+    };
+}
+
+/// Datagrams a paused process can hold (a socket buffer), beyond which they are dropped.
+const PAUSE_QUEUE: usize = 10_000;
+
+/// Runs one seeded simulation of `plan`.
+pub fn simulate(plan: &StackPlan, config: &SimConfig) -> Result<SimOutcome, SimError> {
+    Sim::new(plan, config)?.run()
+}
+
+enum QEv {
+    Arrive {
+        to: usize,
+        incarnation: Option<u32>,
+        from: usize,
+        datagram: Bytes,
+    },
+    Timer {
+        node: usize,
+        incarnation: u32,
+        gen: u64,
+    },
+    Cast {
+        node: usize,
+        incarnation: u32,
+    },
+    Fault(Fault),
+    Resume {
+        node: usize,
+        incarnation: u32,
+    },
+}
+
+struct Queued {
+    at: Time,
+    seq: u64,
+    ev: QEv,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Earliest first out of the max-heap; ties in the order queued.
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Proc {
+    endpoint: Endpoint,
+    /// `None` once the process has crashed or exited.
+    stack: Option<Stack>,
+    paused_until: Option<Time>,
+    inbox: VecDeque<(usize, Bytes)>,
+    timer: Option<Time>,
+    timer_gen: u64,
+    next_seq: u64,
+}
+
+struct Sim<'a> {
+    plan: &'a StackPlan,
+    config: &'a SimConfig,
+    group: GroupName,
+    levels: Vec<Level>,
+    net: Net,
+    rng: Rng,
+    queue: BinaryHeap<Queued>,
+    seq: u64,
+    now: Time,
+    procs: Vec<Proc>,
+    static_view: Arc<View>,
+    history: History,
+    stats: SimStats,
+    trace: Vec<String>,
+    traffic_end: Time,
+}
+
+impl<'a> Sim<'a> {
+    fn new(plan: &'a StackPlan, config: &'a SimConfig) -> Result<Self, SimError> {
+        if config.nodes == 0 {
+            return Err(SimError::NoNodes);
+        }
+        let t = &config.traffic;
+        if t.min_size > t.max_size {
+            return Err(SimError::BadSizes(t.min_size, t.max_size));
+        }
+        if plan.gives().contains(Props::MEMBERSHIP) {
+            return Err(SimError::MembershipNotSupported(plan.spec()));
+        }
+        if config.faults.restarts
+            || config
+                .script
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::Restart(_)))
+        {
+            return Err(SimError::RestartsNeedMembership(plan.spec()));
+        }
+        let offered = plan.levels();
+        let levels = if !t.levels.is_empty() {
+            for &level in &t.levels {
+                if !offered.contains(&level) && !(offered.is_empty() && level == Level::Fifo) {
+                    let names: Vec<&str> = offered.iter().map(|l| l.as_str()).collect();
+                    return Err(SimError::LevelNotOffered {
+                        level,
+                        stack: plan.spec(),
+                        offered: if names.is_empty() {
+                            "best effort only".into()
+                        } else {
+                            names.join(", ")
+                        },
+                    });
+                }
+            }
+            t.levels.clone()
+        } else if offered.is_empty() {
+            vec![Level::Fifo]
+        } else {
+            offered
+        };
+        let mut net = Net::new(config.nodes, config.link);
+        for &(from, to, model) in &config.links {
+            if from < config.nodes && to < config.nodes {
+                net.set_link(from, to, model);
+            }
+        }
+        let members: Vec<Endpoint> = (0..config.nodes as u64)
+            .map(|n| Endpoint::new(n, 0))
+            .collect();
+        let traffic_end = Time::ZERO + config.fault_window + t.tail;
+        Ok(Sim {
+            plan,
+            config,
+            group: GroupName::new("sim"),
+            levels,
+            net,
+            rng: Rng::new(config.seed),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            now: Time::ZERO,
+            procs: Vec::new(),
+            static_view: Arc::new(View::initial(members)),
+            history: History::new(),
+            stats: SimStats::default(),
+            trace: Vec::new(),
+            traffic_end,
+        })
+    }
+
+    fn push(&mut self, at: Time, ev: QEv) {
+        self.queue.push(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        });
+        self.seq += 1;
+    }
+
+    fn run(mut self) -> Result<SimOutcome, SimError> {
+        let mut scenario =
+            self.config
+                .faults
+                .draw(self.config.nodes, self.config.fault_window, &mut self.rng);
+        scenario.extend(self.config.script.iter().cloned());
+        scenario.sort_by_key(|(t, _)| *t);
+        for (at, f) in &scenario {
+            self.push(*at, QEv::Fault(f.clone()));
+        }
+        if self.config.faults.any() {
+            // Whatever the draw, the network is whole when the fault window closes.
+            let end = Time::ZERO + self.config.fault_window;
+            self.push(end, QEv::Fault(Fault::Heal));
+            scenario.push((end, Fault::Heal));
+        }
+        let last_fault = scenario.iter().map(|(t, _)| *t).max().unwrap_or(Time::ZERO);
+        for node in 0..self.config.nodes {
+            let endpoint = Endpoint::new(node as u64, 0);
+            self.start(node, endpoint)?;
+        }
+        let end = self.traffic_end + self.config.settle;
+        while let Some(q) = self.queue.pop() {
+            if q.at > end {
+                break;
+            }
+            self.now = q.at;
+            self.stats.events += 1;
+            match q.ev {
+                QEv::Arrive {
+                    to,
+                    incarnation,
+                    from,
+                    datagram,
+                } => self.on_arrive(to, incarnation, from, datagram),
+                QEv::Timer {
+                    node,
+                    incarnation,
+                    gen,
+                } => self.on_timer(node, incarnation, gen),
+                QEv::Cast { node, incarnation } => self.on_cast(node, incarnation),
+                QEv::Fault(f) => self.on_fault(f),
+                QEv::Resume { node, incarnation } => self.on_resume(node, incarnation),
+            }
+        }
+        self.stats.end = end;
+        for p in &self.procs {
+            if let Some(stack) = &p.stack {
+                for (layer, counter, v) in stack.counters() {
+                    *self.stats.counters.entry((layer, counter)).or_default() += v;
+                }
+            }
+        }
+        let promises = Promises {
+            membership: Membership::Static,
+            liveness: Some(Liveness {
+                after: last_fault,
+                bound: None,
+            }),
+        };
+        Ok(SimOutcome {
+            seed: self.config.seed,
+            history: self.history,
+            promises,
+            stats: self.stats,
+            scenario,
+            trace: self.trace,
+        })
+    }
+
+    /// Starts (or restarts) `node` as `endpoint`.
+    fn start(&mut self, node: usize, endpoint: Endpoint) -> Result<(), SimError> {
+        let vs = ViewState::new(self.group.clone(), endpoint, self.static_view.clone())
+            .expect("every node is in the static view");
+        let stack = self.plan.build(vs, self.rng.fork(), self.now)?;
+        let proc = Proc {
+            endpoint,
+            stack: Some(stack),
+            paused_until: None,
+            inbox: VecDeque::new(),
+            timer: None,
+            timer_gen: 0,
+            next_seq: 1,
+        };
+        if node < self.procs.len() {
+            self.procs[node] = proc;
+        } else {
+            self.procs.push(proc);
+        }
+        self.history.record(
+            self.now,
+            endpoint,
+            Event::View {
+                view: (*self.static_view).clone(),
+            },
+        );
+        trace!(self, endpoint, "start in view {}", self.static_view);
+        // The casts of this incarnation, spread over the rest of the traffic phase.
+        if self.now < self.traffic_end {
+            let (lo, hi) = (self.now.0, self.traffic_end.0);
+            for _ in 0..self.config.traffic.msgs {
+                let at = Time(self.rng.range(lo, hi));
+                self.push(
+                    at,
+                    QEv::Cast {
+                        node,
+                        incarnation: endpoint.incarnation,
+                    },
+                );
+            }
+        }
+        self.pump(node);
+        Ok(())
+    }
+
+    fn live(&self, node: usize, incarnation: u32) -> bool {
+        let p = &self.procs[node];
+        p.endpoint.incarnation == incarnation && p.stack.is_some()
+    }
+
+    fn paused(&self, node: usize) -> Option<Time> {
+        self.procs[node].paused_until.filter(|t| *t > self.now)
+    }
+
+    fn on_cast(&mut self, node: usize, incarnation: u32) {
+        if !self.live(node, incarnation) {
+            return;
+        }
+        if let Some(until) = self.paused(node) {
+            return self.push(until, QEv::Cast { node, incarnation });
+        }
+        let level = self.levels[self.rng.index(self.levels.len())];
+        let t = &self.config.traffic;
+        let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
+        let p = &mut self.procs[node];
+        let id = MsgId {
+            sender: p.endpoint,
+            seq: p.next_seq,
+        };
+        p.next_seq += 1;
+        let msg = Message::new(workload::payload(id, level, size)).with_level(level);
+        self.stats.casts += 1;
+        self.history
+            .record(self.now, id.sender, Event::Cast { id, level });
+        trace!(self, id.sender, "cast {id} {level} {size}B");
+        let now = self.now;
+        if let Some(stack) = self.procs[node].stack.as_mut() {
+            stack.down(now, Down::Cast(msg));
+        }
+        self.pump(node);
+    }
+
+    fn on_arrive(&mut self, to: usize, incarnation: Option<u32>, from: usize, datagram: Bytes) {
+        let p = &self.procs[to];
+        if p.stack.is_none() || incarnation.is_some_and(|i| i != p.endpoint.incarnation) {
+            self.stats.dropped_dead += 1;
+            return;
+        }
+        if self.paused(to).is_some() {
+            let p = &mut self.procs[to];
+            if p.inbox.len() >= PAUSE_QUEUE {
+                self.stats.dropped_overflow += 1;
+            } else {
+                p.inbox.push_back((from, datagram));
+            }
+            return;
+        }
+        trace!(
+            self,
+            self.procs[to].endpoint,
+            "recv {}B from n{from}",
+            datagram.len()
+        );
+        let now = self.now;
+        if let Some(stack) = self.procs[to].stack.as_mut() {
+            stack.receive(now, datagram);
+        }
+        self.pump(to);
+    }
+
+    fn on_timer(&mut self, node: usize, incarnation: u32, gen: u64) {
+        if !self.live(node, incarnation) || self.procs[node].timer_gen != gen {
+            return; // stale: the process died, or its deadline moved
+        }
+        if self.paused(node).is_some() {
+            return; // the resume fires what is overdue
+        }
+        self.procs[node].timer = None;
+        let now = self.now;
+        if let Some(stack) = self.procs[node].stack.as_mut() {
+            stack.on_timeout(now);
+        }
+        self.pump(node);
+    }
+
+    fn on_resume(&mut self, node: usize, incarnation: u32) {
+        if !self.live(node, incarnation) || self.paused(node).is_some() {
+            return;
+        }
+        self.procs[node].paused_until = None;
+        let queued = std::mem::take(&mut self.procs[node].inbox);
+        trace!(
+            self,
+            self.procs[node].endpoint,
+            "resume ({} datagrams queued)",
+            queued.len()
+        );
+        let now = self.now;
+        for (_, d) in queued {
+            if let Some(stack) = self.procs[node].stack.as_mut() {
+                stack.receive(now, d);
+            }
+            self.pump(node);
+        }
+        self.procs[node].timer = None;
+        if let Some(stack) = self.procs[node].stack.as_mut() {
+            stack.on_timeout(now);
+        }
+        self.pump(node);
+    }
+
+    fn on_fault(&mut self, f: Fault) {
+        trace!(self, "fault", "{f}");
+        match f {
+            Fault::Partition(components) => self.net.partition(&components),
+            Fault::Heal => {
+                self.net.heal();
+                for from in 0..self.config.nodes {
+                    for to in 0..self.config.nodes {
+                        self.net.set_link_down(from, to, false);
+                    }
+                }
+            }
+            Fault::LinkDown { from, to } => self.net.set_link_down(from, to, true),
+            Fault::LinkUp { from, to } => self.net.set_link_down(from, to, false),
+            Fault::Crash(node) if node < self.procs.len() => {
+                let p = &mut self.procs[node];
+                if p.stack.take().is_some() {
+                    p.inbox.clear();
+                    p.paused_until = None;
+                    let e = p.endpoint;
+                    self.history.record(self.now, e, Event::Crash);
+                }
+            }
+            Fault::Restart(node) if node < self.procs.len() && self.procs[node].stack.is_none() => {
+                let e = self.procs[node].endpoint;
+                let next = Endpoint::new(e.node, e.incarnation + 1);
+                // Restarts are refused with static membership before the run starts.
+                let _ = self.start(node, next);
+            }
+            Fault::Pause { node, pause } if node < self.procs.len() => {
+                if self.procs[node].stack.is_some() && self.paused(node).is_none() {
+                    let until = self.now + pause;
+                    self.procs[node].paused_until = Some(until);
+                    let incarnation = self.procs[node].endpoint.incarnation;
+                    self.push(until, QEv::Resume { node, incarnation });
+                }
+            }
+            Fault::Crash(_) | Fault::Restart(_) | Fault::Pause { .. } => {}
+        }
+    }
+
+    /// Drains what a process's stack produced: events for the application, datagrams, and its
+    /// next deadline.
+    fn pump(&mut self, node: usize) {
+        loop {
+            let Some(stack) = self.procs[node].stack.as_mut() else {
+                return;
+            };
+            if let Some(ev) = stack.poll_up() {
+                self.on_up(node, ev);
+            } else if let Some(t) = stack.poll_transmit() {
+                self.send(node, t);
+            } else {
+                break;
+            }
+        }
+        let Some(stack) = self.procs[node].stack.as_ref() else {
+            return;
+        };
+        let next = stack.poll_timeout();
+        let p = &mut self.procs[node];
+        if next.is_some() && next != p.timer {
+            p.timer = next;
+            p.timer_gen += 1;
+            let (gen, incarnation) = (p.timer_gen, p.endpoint.incarnation);
+            let at = next.unwrap_or(Time::MAX).max(self.now);
+            self.push(
+                at,
+                QEv::Timer {
+                    node,
+                    incarnation,
+                    gen,
+                },
+            );
+        }
+    }
+
+    fn on_up(&mut self, node: usize, ev: Up) {
+        let me = self.procs[node].endpoint;
+        match ev {
+            Up::Cast { from, msg } => {
+                let view = self.procs[node].stack.as_ref().map(|s| s.view().clone());
+                let from_ep = view.as_ref().and_then(|v| v.member(from));
+                match (workload::parse(msg.payload()), from_ep) {
+                    (Some((id, level)), Some(from)) => {
+                        self.stats.deliveries += 1;
+                        self.history
+                            .record(self.now, me, Event::Deliver { id, from, level });
+                        trace!(self, me, "deliver {id} {level} from {from}");
+                    }
+                    _ => {
+                        self.stats.corrupt += 1;
+                        trace!(self, me, "deliver CORRUPT payload from {from}");
+                    }
+                }
+            }
+            Up::View(view) => {
+                trace!(self, me, "view {view}");
+                self.history.record(
+                    self.now,
+                    me,
+                    Event::View {
+                        view: (*view).clone(),
+                    },
+                );
+            }
+            Up::Block => {
+                let now = self.now;
+                if let Some(s) = self.procs[node].stack.as_mut() {
+                    s.down(now, Down::BlockOk);
+                }
+            }
+            Up::Exit => {
+                trace!(self, me, "exit");
+                self.history.record(self.now, me, Event::Exit);
+                self.procs[node].stack = None;
+            }
+            Up::Send { .. } | Up::Suspect(_) | Up::Stable(_) => {}
+        }
+    }
+
+    fn send(&mut self, from: usize, t: Transmit) {
+        let datagram = t.msg.to_bytes();
+        let targets: Vec<(usize, Option<u32>)> = match t.dest {
+            Dest::Cast => (0..self.config.nodes)
+                .filter(|n| *n != from)
+                .map(|n| (n, None))
+                .collect(),
+            Dest::Member(e) if (e.node as usize) < self.config.nodes => {
+                vec![(e.node as usize, Some(e.incarnation))]
+            }
+            Dest::Member(_) => Vec::new(),
+        };
+        for (to, incarnation) in targets {
+            self.stats.datagrams += 1;
+            match self.net.transmit(from, to, &mut self.rng) {
+                Ok(delays) => {
+                    self.stats.duplicated += delays.len() as u64 - 1;
+                    for d in delays {
+                        let at = self.now + d;
+                        self.push(
+                            at,
+                            QEv::Arrive {
+                                to,
+                                incarnation,
+                                from,
+                                datagram: datagram.clone(),
+                            },
+                        );
+                    }
+                }
+                Err(why) => {
+                    match why {
+                        net::Drop::Loss => self.stats.dropped_loss += 1,
+                        net::Drop::Partition => self.stats.dropped_partition += 1,
+                        net::Drop::LinkDown => self.stats.dropped_link += 1,
+                    }
+                    let me = self.procs[from].endpoint;
+                    trace!(
+                        self,
+                        me,
+                        "-> n{to} {}B dropped ({})",
+                        datagram.len(),
+                        why.as_str()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A size drawn log-uniformly from `lo..=hi`, so that small messages are common and large
+/// ones still occur.
+fn log_uniform(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    if lo >= hi {
+        return lo;
+    }
+    let (l, h) = ((lo.max(1) as f64).ln(), ((hi + 1) as f64).ln());
+    let x = (l + rng.next_f64() * (h - l)).exp() as usize;
+    x.clamp(lo, hi)
+}
