@@ -23,6 +23,10 @@ pub enum Down {
     BlockOk,
     /// Ask the membership service to consider these members failed.
     Suspect(Vec<Rank>),
+    /// Stability, from the layer that computes it to the layers below it that buffer messages
+    /// for retransmission: `stable[r]` casts of rank `r` are held by every member and may be
+    /// freed.
+    Stable(Vec<Seqno>),
 }
 
 /// An event travelling toward the application.
@@ -53,6 +57,7 @@ impl Down {
             Down::Leave => "leave",
             Down::BlockOk => "block-ok",
             Down::Suspect(_) => "suspect",
+            Down::Stable(_) => "stable",
         }
     }
 }

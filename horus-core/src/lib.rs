@@ -10,6 +10,7 @@ pub mod rng;
 pub mod sim;
 pub mod spec;
 pub mod stack;
+pub mod testing;
 pub mod time;
 pub mod view_state;
 

@@ -48,13 +48,15 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
-/// A message: a payload and the headers the layers have pushed on it, plus the service level
-/// it was cast at (known to the layers, carried on the wire only by the layers that need it).
+/// A message: a payload and the headers the layers have pushed on it, plus two marks the
+/// layers read and the wire does not carry (the layers that care encode them in their
+/// headers): the service level it was cast at, and whether it may be lost.
 #[derive(Clone)]
 pub struct Message {
     head: Head,
     body: Bytes,
     level: Level,
+    unreliable: bool,
 }
 
 impl Message {
@@ -64,6 +66,7 @@ impl Message {
             head: Head::new(),
             body: payload,
             level: Level::Fifo,
+            unreliable: false,
         }
     }
 
@@ -91,6 +94,23 @@ impl Message {
     pub fn with_level(mut self, level: Level) -> Self {
         self.level = level;
         self
+    }
+
+    /// Marks the message as one that may be lost: reliability layers pass it on without
+    /// sequencing or retransmitting it, and ordering layers without ordering it. For a layer's
+    /// own periodic traffic (gossip, heartbeats), where the next round replaces a lost one.
+    pub fn unreliable(mut self) -> Self {
+        self.unreliable = true;
+        self
+    }
+
+    pub fn is_unreliable(&self) -> bool {
+        self.unreliable
+    }
+
+    /// Sets or clears the unreliable mark (a receiving layer restores it from its header).
+    pub fn set_unreliable(&mut self, unreliable: bool) {
+        self.unreliable = unreliable;
     }
 
     /// Pushes a header in front of the ones already pushed.

@@ -83,8 +83,13 @@ impl Timers {
         self.seq += 1;
     }
 
-    fn next(&self) -> Option<Time> {
+    pub(crate) fn next(&self) -> Option<Time> {
         self.heap.peek().map(|Reverse((t, ..))| *t)
+    }
+
+    /// Removes the earliest timer: its time and token.
+    pub(crate) fn pop(&mut self) -> Option<(Time, Token)> {
+        self.heap.pop().map(|Reverse((t, _, _, token))| (t, token))
     }
 }
 
@@ -409,8 +414,8 @@ impl Stack {
                 self.queue.push_back(Routed::Up(bottom, Up::Exit));
                 self.exited = true;
             }
-            // Nobody below to block or suspect for.
-            Down::BlockOk | Down::Suspect(_) => {}
+            // Nobody below to block, suspect or free buffers for.
+            Down::BlockOk | Down::Suspect(_) | Down::Stable(_) => {}
         }
     }
 
