@@ -12,7 +12,10 @@
 //! view has none. A message *is cast* when its sender's own history holds a `Cast` with its id
 //! (the first one counts; a `Cast` whose id names another sender casts nothing). A process is
 //! *alive at the end* unless its history ends with `Crash` or `Exit`. "Delivered" means the
-//! first delivery of a message at a process; repeats are counted only by no duplication.
+//! first delivery of a message at a process; repeats matter only to no duplication and
+//! sending view delivery. A delivery of a message never cast is delivery integrity's alone;
+//! one with a wrong `from` or `level` still counts as a delivery of that message for the
+//! other checks, which go by the level it was cast at.
 //!
 //! # The properties, as checked
 //! 1. [Self inclusion](Property::SelfInclusion): every view p installs contains p.
