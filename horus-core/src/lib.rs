@@ -1,5 +1,6 @@
 //! The sans-IO kernel of Horus for Rust.
 
+pub mod check;
 pub mod event;
 pub mod history;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod testing;
 pub mod time;
 pub mod view_state;
 
+pub use check::{Property, Report, Violation};
 pub use event::{Down, Up};
 pub use history::{Event, History, MsgId, Promises};
 pub use ids::{Endpoint, GroupName, Rank, Seqno, View, ViewId};
