@@ -51,8 +51,8 @@
 //! 13. [Liveness](Property::Liveness), when promised: the processes L alive at the end (if any)
 //!     all have one last view W; with dynamic membership W's members are exactly L; with a
 //!     bound, each of L installed W by `after + bound`; each of L delivered every message sent
-//!     in W that some process delivered or that a process of L cast (its own casts are self
-//!     delivery's).
+//!     in W that a process of L delivered or cast (its own casts are self delivery's); a message
+//!     that only crashed processes held is owed to nobody.
 //!
 //! # Reports
 //! Deterministic: the same history gives the same report, violations in property order and,
@@ -1168,8 +1168,12 @@ impl<'h> Run<'h> {
         let mut owed: Vec<usize> = (0..self.msgs.len())
             .filter(|&m| {
                 let msg = &self.msgs[m];
+                // Owed: what a live process cast or delivered. A message only crashed
+                // processes ever held cannot be demanded of anyone (uniformity is the safe
+                // level's promise, checked apart).
                 self.sending_view(m) == Some(w.id)
-                    && (msg.delivered || self.procs[msg.sender].alive)
+                    && (self.procs[msg.sender].alive
+                        || live.iter().any(|p| p.first_delivery.contains_key(&m)))
             })
             .collect();
         owed.sort_by_key(|&m| self.msgs[m].id);

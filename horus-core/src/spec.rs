@@ -182,7 +182,7 @@ impl Registry {
         let mut below = Props::TRANSPORT;
         for i in (0..layers.len()).rev() {
             let info = &layers[i].0;
-            for need in info.needs.iter().filter(|p| !below.contains(*p)) {
+            if let Some(need) = info.needs.iter().find(|p| !below.contains(*p)) {
                 if let Some((above, _)) = layers[..i].iter().find(|(l, _)| l.gives.contains(need)) {
                     return Err(StackError::Misplaced {
                         layer: info.name.into(),
@@ -510,5 +510,7 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "s" => n,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }

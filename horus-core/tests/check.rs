@@ -572,8 +572,8 @@ fn live_process_missing_a_delivered_message_of_the_last_view_breaks_liveness() {
 }
 
 #[test]
-fn message_of_a_crashed_sender_that_nobody_delivered_is_not_owed() {
-    let (a, b) = (p(0), p(1));
+fn message_of_a_crashed_sender_that_no_live_process_holds_is_not_owed() {
+    let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b], &[]);
     let h = H::new()
         .install(&[a, b], &v0)
@@ -582,10 +582,23 @@ fn message_of_a_crashed_sender_that_nobody_delivered_is_not_owed() {
         .build();
     // Static membership: the last view still holds the crashed process, which is fine.
     assert_ok(&check(&h, &promises(Membership::Static, Time::ZERO, None)));
+    // Only the crashed sender itself delivered it: gone with it, owed to nobody.
     let h = H::new()
         .install(&[a, b], &v0)
         .cast(b, 1, Level::Fifo)
         .deliver(b, b, 1, Level::Fifo)
+        .crash(b);
+    assert_ok(&check(
+        &h.build(),
+        &promises(Membership::Static, Time::ZERO, None),
+    ));
+    // A live process delivered it: every live process owes it.
+    let v1 = view(0, &[a, b, c], &[]);
+    let h = H::new()
+        .install(&[a, b, c], &v1)
+        .cast(b, 1, Level::Fifo)
+        .deliver(b, b, 1, Level::Fifo)
+        .deliver(c, b, 1, Level::Fifo)
         .crash(b);
     let vs = only(
         &check(&h.build(), &promises(Membership::Static, Time::ZERO, None)),

@@ -247,3 +247,50 @@ fn drawn_scenarios_keep_a_majority_up_and_end_whole() {
         }
     }
 }
+
+#[test]
+fn the_checker_finds_what_best_effort_multicast_really_does_under_loss() {
+    use horus_core::check::{check, Property};
+    let mut found = std::collections::BTreeSet::new();
+    for seed in 0..20 {
+        let config = SimConfig {
+            seed,
+            link: LinkModel {
+                loss: 0.05,
+                dup: 0.02,
+                reorder: 0.1,
+                ..LinkModel::default()
+            },
+            ..SimConfig::default()
+        };
+        let out = simulate(&none(), &config).unwrap();
+        found.extend(check(&out.history, &out.promises).properties());
+    }
+    // Lost datagrams leave gaps (FIFO) and undelivered messages (liveness); duplicated ones are
+    // delivered twice. Nothing else is wrong with a static best-effort group.
+    let expected = [Property::NoDuplication, Property::Fifo, Property::Liveness];
+    assert_eq!(found, expected.into_iter().collect());
+}
+
+#[test]
+fn on_a_clean_network_best_effort_passes_the_checker() {
+    let config = SimConfig {
+        link: LinkModel {
+            jitter: Duration::ZERO,
+            ..LinkModel::default()
+        },
+        ..SimConfig::default()
+    };
+    for seed in 0..20 {
+        let out = simulate(
+            &none(),
+            &SimConfig {
+                seed,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+        let report = horus_core::check::check(&out.history, &out.promises);
+        assert!(report.is_ok(), "seed {seed}: {report}");
+    }
+}

@@ -288,7 +288,8 @@ impl<'a> Sim<'a> {
         let offered = plan.levels();
         let levels = if !t.levels.is_empty() {
             for &level in &t.levels {
-                if !offered.contains(&level) && !(offered.is_empty() && level == Level::Fifo) {
+                let best_effort_fifo = offered.is_empty() && level == Level::Fifo;
+                if !(offered.contains(&level) || best_effort_fifo) {
                     let names: Vec<&str> = offered.iter().map(|l| l.as_str()).collect();
                     return Err(SimError::LevelNotOffered {
                         level,

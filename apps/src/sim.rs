@@ -1,0 +1,423 @@
+//! `horus sim`: seeded simulations, checked.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use horus_core::check::check;
+use horus_core::sim::{simulate, FaultConfig, LinkModel, SimConfig, Traffic};
+use horus_core::spec::{parse_duration, parse_size};
+use horus_core::{Level, Registry, StackPlan};
+
+/// Runs seeded simulations of a stack over a faulty network and checks every history.
+///
+/// Prints, for each failing seed, its violations and the command that replays it, then one
+/// summary line. Exits with status 1 if any seed fails.
+#[derive(Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Number of simulated processes.
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// The stack: a layer spec, top to bottom, `:`-separated, or a preset name.
+    #[arg(long, default_value = "none")]
+    stack: String,
+    /// Seeds to run, as a half-open range `A..B`.
+    #[arg(long, default_value = "0..100", value_parser = parse_range, conflicts_with = "seed")]
+    seeds: Range<u64>,
+    /// Run one seed (with --trace, to see it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Probability that a datagram is lost, per link.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_prob)]
+    loss: f64,
+    /// Probability that a datagram is duplicated.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_prob)]
+    dup: f64,
+    /// Probability that a datagram is held back so that later ones overtake it.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_prob)]
+    reorder: f64,
+    /// One-way network latency.
+    #[arg(long, default_value = "50us", value_parser = parse_dur)]
+    latency: Duration,
+    /// Extra random delay per datagram, up to this much.
+    #[arg(long, default_value = "50us", value_parser = parse_dur)]
+    jitter: Duration,
+    /// Partition the network at random and heal it.
+    #[arg(long)]
+    partitions: bool,
+    /// Crash a minority of the processes at random times.
+    #[arg(long)]
+    crashes: bool,
+    /// Pause processes (as a VM or GC pause would), past timeouts.
+    #[arg(long)]
+    pauses: bool,
+    /// Fail one direction of a link for a while.
+    #[arg(long)]
+    oneway: bool,
+    /// Casts per process.
+    #[arg(long, default_value_t = 20)]
+    msgs: usize,
+    /// Message sizes, `N` or `MIN..MAX` (drawn log-uniformly), e.g. `1..1M`.
+    #[arg(long, default_value = "1..1k", value_parser = parse_sizes)]
+    size: (usize, usize),
+    /// Service levels to cast at, comma-separated; default: every level the stack offers.
+    #[arg(long, value_delimiter = ',')]
+    levels: Vec<Level>,
+    /// How long faults go on.
+    #[arg(long, default_value = "2s", value_parser = parse_dur)]
+    window: Duration,
+    /// Quiet time at the end, for the stacks to finish.
+    #[arg(long, default_value = "3s", value_parser = parse_dur)]
+    settle: Duration,
+    /// Print every event of the run in time order (with --seed).
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// Write the run's history as JSON lines to this file (with --seed).
+    #[arg(long, requires = "seed")]
+    record: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, default_value_t = default_jobs())]
+    jobs: usize,
+    /// Failing seeds reported in full; the rest are counted.
+    #[arg(long, default_value_t = 5)]
+    max_reports: usize,
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_range(s: &str) -> Result<Range<u64>, String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..1000")?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{a}` is not a seed"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("the range {a}..{b} is empty"));
+    }
+    Ok(a..b)
+}
+
+fn parse_prob(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration (e.g. 50us, 20ms, 2s)"))
+}
+
+fn parse_sizes(s: &str) -> Result<(usize, usize), String> {
+    let size =
+        |v: &str| parse_size(v).ok_or_else(|| format!("`{v}` is not a size (e.g. 100, 64k, 1M)"));
+    let (lo, hi) = match s.split_once("..") {
+        Some((a, b)) => (size(a)?, size(b)?),
+        None => (size(s)?, size(s)?),
+    };
+    if lo > hi {
+        return Err(format!("size range {s} is empty"));
+    }
+    Ok((lo, hi))
+}
+
+impl SimArgs {
+    fn config(&self, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes: self.nodes,
+            seed,
+            link: LinkModel {
+                loss: self.loss,
+                dup: self.dup,
+                reorder: self.reorder,
+                latency: self.latency,
+                jitter: self.jitter,
+                ..LinkModel::default()
+            },
+            faults: FaultConfig {
+                partitions: self.partitions,
+                crashes: self.crashes,
+                restarts: false,
+                pauses: self.pauses,
+                oneway: self.oneway,
+            },
+            fault_window: self.window,
+            settle: self.settle,
+            traffic: Traffic {
+                msgs: self.msgs,
+                min_size: self.size.0,
+                max_size: self.size.1,
+                levels: self.levels.clone(),
+                ..Traffic::default()
+            },
+            trace: self.trace,
+            ..SimConfig::default()
+        }
+    }
+
+    /// The command that replays `seed` with a trace.
+    fn replay(&self, seed: u64) -> String {
+        let d = SimArgs::defaults();
+        let mut cmd = format!("horus sim --seed {seed} --trace --stack {}", self.stack);
+        let mut opt = |name: &str, v: String, dv: String| {
+            if v != dv {
+                let _ = write!(cmd, " --{name} {v}");
+            }
+        };
+        opt("nodes", self.nodes.to_string(), d.nodes.to_string());
+        opt("loss", self.loss.to_string(), d.loss.to_string());
+        opt("dup", self.dup.to_string(), d.dup.to_string());
+        opt("reorder", self.reorder.to_string(), d.reorder.to_string());
+        opt(
+            "latency",
+            format!("{}us", self.latency.as_micros()),
+            format!("{}us", d.latency.as_micros()),
+        );
+        opt(
+            "jitter",
+            format!("{}us", self.jitter.as_micros()),
+            format!("{}us", d.jitter.as_micros()),
+        );
+        opt("msgs", self.msgs.to_string(), d.msgs.to_string());
+        opt(
+            "size",
+            format!("{}..{}", self.size.0, self.size.1),
+            format!("{}..{}", d.size.0, d.size.1),
+        );
+        opt(
+            "window",
+            format!("{}ms", self.window.as_millis()),
+            format!("{}ms", d.window.as_millis()),
+        );
+        opt(
+            "settle",
+            format!("{}ms", self.settle.as_millis()),
+            format!("{}ms", d.settle.as_millis()),
+        );
+        if !self.levels.is_empty() {
+            let l: Vec<&str> = self.levels.iter().map(|l| l.as_str()).collect();
+            let _ = write!(cmd, " --levels {}", l.join(","));
+        }
+        for (flag, on) in [
+            ("partitions", self.partitions),
+            ("crashes", self.crashes),
+            ("pauses", self.pauses),
+            ("oneway", self.oneway),
+        ] {
+            if on {
+                let _ = write!(cmd, " --{flag}");
+            }
+        }
+        cmd
+    }
+
+    fn defaults() -> SimArgs {
+        use clap::FromArgMatches;
+        let m = <SimArgs as clap::Args>::augment_args(clap::Command::new("sim"))
+            .get_matches_from(["sim"]);
+        SimArgs::from_arg_matches(&m).expect("the defaults parse")
+    }
+}
+
+/// The result of one seed, kept only as far as the report needs.
+struct SeedResult {
+    seed: u64,
+    casts: u64,
+    deliveries: u64,
+    violations: Vec<String>,
+}
+
+pub fn run(args: SimArgs) -> ExitCode {
+    let registry = Registry::new();
+    let plan = match registry.plan(&args.stack) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = args.seed {
+        return run_one(&args, &plan, seed);
+    }
+    let started = Instant::now();
+    let seeds = args.seeds.clone();
+    let next = AtomicU64::new(seeds.start);
+    let results: Mutex<Vec<SeedResult>> = Mutex::new(Vec::new());
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs.max(1) {
+            s.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= seeds.end || error.lock().expect("no worker panics").is_some() {
+                    break;
+                }
+                match run_seed(&args, &plan, seed) {
+                    Ok(r) => results.lock().expect("no worker panics").push(r),
+                    Err(e) => *error.lock().expect("no worker panics") = Some(e),
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().expect("no worker panics") {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let wall = started.elapsed();
+    let mut results = results.into_inner().expect("no worker panics");
+    results.sort_by_key(|r| r.seed);
+    let failing: Vec<&SeedResult> = results
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in failing.iter().take(args.max_reports) {
+        let _ = writeln!(out, "seed {}: {} violations", r.seed, r.violations.len());
+        for v in r.violations.iter().take(10) {
+            let _ = writeln!(out, "  {v}");
+        }
+        if r.violations.len() > 10 {
+            let _ = writeln!(out, "  ... and {} more", r.violations.len() - 10);
+        }
+        let _ = writeln!(out, "  replay: {}", args.replay(r.seed));
+    }
+    if failing.len() > args.max_reports {
+        let rest: Vec<String> = failing[args.max_reports..]
+            .iter()
+            .take(20)
+            .map(|r| r.seed.to_string())
+            .collect();
+        let more = if failing.len() > args.max_reports + 20 {
+            " ..."
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{} more failing seeds: {}{more}",
+            failing.len() - args.max_reports,
+            rest.join(" ")
+        );
+    }
+    let deliveries: u64 = results.iter().map(|r| r.deliveries).sum();
+    let casts: u64 = results.iter().map(|r| r.casts).sum();
+    let violations: usize = results.iter().map(|r| r.violations.len()).sum();
+    let _ = writeln!(
+        out,
+        "seeds={} failing_seeds={} violations={violations} casts={casts} delivered={deliveries} wall_secs={:.3} sim_deliveries_per_sec={:.0}",
+        results.len(),
+        failing.len(),
+        wall.as_secs_f64(),
+        deliveries as f64 / wall.as_secs_f64().max(1e-9),
+    );
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_seed(args: &SimArgs, plan: &StackPlan, seed: u64) -> Result<SeedResult, String> {
+    let out = simulate(plan, &args.config(seed)).map_err(|e| e.to_string())?;
+    let report = check(&out.history, &out.promises);
+    let mut violations: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    if out.stats.corrupt > 0 {
+        violations.push(format!(
+            "integrity: {} delivered payloads were not what was cast",
+            out.stats.corrupt
+        ));
+    }
+    Ok(SeedResult {
+        seed,
+        casts: out.stats.casts,
+        deliveries: out.stats.deliveries,
+        violations,
+    })
+}
+
+fn run_one(args: &SimArgs, plan: &StackPlan, seed: u64) -> ExitCode {
+    let out = match simulate(plan, &args.config(seed)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    if args.trace {
+        let _ = writeln!(
+            stdout,
+            "stack: {}  nodes: {}  seed: {seed}",
+            plan.spec(),
+            args.nodes
+        );
+        for (t, f) in &out.scenario {
+            let _ = writeln!(stdout, "scenario {t:>12}  {f}");
+        }
+        for line in &out.trace {
+            let _ = writeln!(stdout, "{line}");
+        }
+        let _ = writeln!(stdout, "counters (summed over live processes):");
+        for ((layer, counter), v) in &out.stats.counters {
+            if *v > 0 {
+                let _ = writeln!(stdout, "  {layer}.{counter} = {v}");
+            }
+        }
+        let s = &out.stats;
+        let _ = writeln!(
+            stdout,
+            "network: datagrams={} lost={} partitioned={} link_down={} to_dead={} duplicated={} overflow={}",
+            s.datagrams, s.dropped_loss, s.dropped_partition, s.dropped_link, s.dropped_dead, s.duplicated, s.dropped_overflow
+        );
+    }
+    if let Some(path) = &args.record {
+        let written = std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| {
+                out.history
+                    .write_jsonl(Some(&out.promises), &mut f)
+                    .and_then(|_| f.flush())
+            });
+        if let Err(e) = written {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    let report = check(&out.history, &out.promises);
+    for v in &report.violations {
+        let _ = writeln!(stdout, "violation: {v}");
+    }
+    if out.stats.corrupt > 0 {
+        let _ = writeln!(
+            stdout,
+            "violation: integrity: {} delivered payloads were not what was cast",
+            out.stats.corrupt
+        );
+    }
+    let failed = !report.violations.is_empty() || out.stats.corrupt > 0;
+    // No wall-clock figure here: a replay prints exactly what the first run printed.
+    let _ = writeln!(
+        stdout,
+        "seeds=1 failing_seeds={} violations={} casts={} delivered={}",
+        u8::from(failed),
+        report.violations.len() + usize::from(out.stats.corrupt > 0),
+        out.stats.casts,
+        out.stats.deliveries,
+    );
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
