@@ -21,3 +21,9 @@
 //! ```
 
 pub use horus_core as core;
+pub use horus_layers as layers;
+
+/// Every layer and preset a stack spec can name.
+pub fn registry() -> core::Registry {
+    layers::registry()
+}

@@ -13,7 +13,7 @@ use clap::Args;
 use horus_core::check::check;
 use horus_core::sim::{simulate, FaultConfig, LinkModel, SimConfig, Traffic};
 use horus_core::spec::{parse_duration, parse_size};
-use horus_core::{Level, Registry, StackPlan};
+use horus_core::{Level, StackPlan};
 
 /// Runs seeded simulations of a stack over a faulty network and checks every history.
 ///
@@ -240,7 +240,7 @@ struct SeedResult {
 }
 
 pub fn run(args: SimArgs) -> ExitCode {
-    let registry = Registry::new();
+    let registry = horus::registry();
     let plan = match registry.plan(&args.stack) {
         Ok(p) => p,
         Err(e) => {

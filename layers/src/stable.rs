@@ -1,0 +1,371 @@
+//! `stable`: stability detection.
+//!
+//! Adds: `Stable` events, up and down. `stable[r]` is the number of reliable casts of rank `r`
+//! in this view that every member has received; the layers below free their retransmission
+//! buffers up to it, and the layers above (safe delivery) learn which casts no failure can
+//! take back.
+//! Needs below: reliable FIFO multicast, directly (its counts are `mnak`'s seqnos).
+//!
+//! Each member counts the reliable casts it receives from each sender (its *row*) and gossips
+//! the row, with its own idea of what is stable, in an unreliable cast every `every` while
+//! anything it knows of is unstable, or its row changed, or a member's gossip shows that member
+//! behind. Gossip is cumulative, so a lost one is repaired by the next. Every member keeps the
+//! matrix of rows; column minima are the stable vector (Ensemble's STABLE; Birman, ch. 13.7,
+//! "garbage collection").
+//!
+//! Header: `Pass` (one byte) on casts from above; `Gossip { row, stable }` on its own.
+//! Point-to-point traffic passes untouched.
+//! Parameters: `every` (gossip period, default 10ms). Timer: one per period.
+
+use std::time::Duration;
+
+use horus_core::spec::Args;
+use horus_core::{
+    Cx, Down, Layer, LayerInfo, Message, ParamError, Props, Rank, Seqno, Token, Up, ViewState,
+};
+use serde::{Deserialize, Serialize};
+
+pub const INFO: LayerInfo = LayerInfo {
+    name: "stable",
+    doc: "stability detection: which casts every member holds",
+    needs: Props::RELIABLE_CAST,
+    gives: Props::STABLE,
+    build,
+};
+
+fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
+    let every = args.duration("every", Duration::from_millis(10))?;
+    Ok(Box::new(Stable::new(vs, every)))
+}
+
+/// What this layer writes on the wire.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone)]
+enum Header {
+    /// A cast from above, passed through.
+    Pass,
+    /// "I have received `row[r]` casts from each `r`, and I believe `stable` is stable."
+    Gossip { row: Vec<Seqno>, stable: Vec<Seqno> },
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    gossip_sent: u64,
+    gossip_received: u64,
+    bad_header: u64,
+}
+
+/// State for one view.
+#[derive(Debug)]
+pub struct Stable {
+    me: Rank,
+    every: Duration,
+    /// `rows[m][r]`: casts of `r` that `m` has received, as far as we know.
+    rows: Vec<Vec<Seqno>>,
+    /// The column minima of `rows`, as last announced.
+    stable: Vec<Seqno>,
+    /// Gossip at the next tick even if all looks stable.
+    owe_gossip: bool,
+    stats: Stats,
+}
+
+impl Stable {
+    fn new(vs: &ViewState, every: Duration) -> Self {
+        let n = vs.view.len();
+        Stable {
+            me: vs.rank,
+            every,
+            rows: vec![vec![Seqno(0); n]; n],
+            stable: vec![Seqno(0); n],
+            owe_gossip: false,
+            stats: Stats::default(),
+        }
+    }
+
+    fn on_gossip(
+        &mut self,
+        from: Rank,
+        row: Vec<Seqno>,
+        their_stable: Vec<Seqno>,
+        cx: &mut Cx<'_>,
+    ) {
+        let n = self.rows.len();
+        if from.index() >= n || row.len() != n || their_stable.len() != n {
+            return self.stats.bad_header += 1;
+        }
+        self.stats.gossip_received += 1;
+        for (known, new) in self.rows[from.index()].iter_mut().zip(&row) {
+            *known = (*known).max(*new);
+        }
+        self.update(cx);
+        // A member that sees less as stable than we do is missing a row we know: ours, at
+        // least, so answer it at the next tick.
+        if their_stable.iter().zip(&self.stable).any(|(t, s)| t < s) {
+            self.owe_gossip = true;
+        }
+    }
+
+    /// Recomputes the column minima; announces them when they grew.
+    fn update(&mut self, cx: &mut Cx<'_>) {
+        let mut grew = false;
+        for r in 0..self.stable.len() {
+            let min = self.rows.iter().map(|row| row[r]).min().unwrap_or_default();
+            if min > self.stable[r] {
+                self.stable[r] = min;
+                grew = true;
+            }
+        }
+        if grew {
+            cx.up(Up::Stable(self.stable.clone()));
+            cx.down(Down::Stable(self.stable.clone()));
+        }
+    }
+
+    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+        self.update(cx);
+        let mine = &self.rows[self.me.index()];
+        let unstable = mine.iter().zip(&self.stable).any(|(m, s)| m > s);
+        if unstable || self.owe_gossip {
+            let mut msg = Message::control().unreliable();
+            msg.push(&Header::Gossip {
+                row: mine.clone(),
+                stable: self.stable.clone(),
+            });
+            cx.down(Down::Cast(msg));
+            self.stats.gossip_sent += 1;
+            self.owe_gossip = false;
+        }
+        cx.timer_after(self.every, ());
+    }
+}
+
+impl Layer for Stable {
+    fn init(&mut self, cx: &mut Cx<'_>) {
+        cx.timer_after(self.every, ());
+    }
+
+    fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
+        let Up::Cast { from, mut msg } = ev else {
+            return cx.up(ev);
+        };
+        match msg.pop::<Header>() {
+            Ok(Header::Pass) => {
+                if !msg.is_unreliable() {
+                    match self.rows[self.me.index()].get_mut(from.index()) {
+                        Some(count) => *count = count.next(),
+                        None => return self.stats.bad_header += 1,
+                    }
+                }
+                cx.up(Up::Cast { from, msg });
+            }
+            Ok(Header::Gossip { row, stable }) => self.on_gossip(from, row, stable, cx),
+            Err(_) => self.stats.bad_header += 1,
+        }
+    }
+
+    fn down(&mut self, ev: Down, cx: &mut Cx<'_>) {
+        match ev {
+            Down::Cast(mut msg) => {
+                msg.push(&Header::Pass);
+                cx.down(Down::Cast(msg));
+            }
+            ev => cx.down(ev),
+        }
+    }
+
+    fn timer(&mut self, _: Token, cx: &mut Cx<'_>) {
+        self.on_tick(cx);
+    }
+
+    fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
+        report("gossip_sent", self.stats.gossip_sent);
+        report("gossip_received", self.stats.gossip_received);
+        report("bad_header", self.stats.bad_header);
+        let unstable: u64 = self.rows[self.me.index()]
+            .iter()
+            .zip(&self.stable)
+            .map(|(m, s)| m.0 - s.0)
+            .sum();
+        report("unstable", unstable);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use horus_core::testing::Harness;
+    use quickcheck::quickcheck;
+
+    fn stable(n: usize, rank: u32) -> Harness {
+        Harness::new(n, rank, |vs| {
+            Box::new(Stable::new(vs, Duration::from_millis(10)))
+        })
+    }
+
+    fn cast_from(h: &mut Harness, from: u32) {
+        let mut m = Message::control();
+        m.push(&Header::Pass);
+        h.up(Up::Cast {
+            from: Rank(from),
+            msg: Message::from_wire(m.to_bytes()),
+        });
+    }
+
+    fn gossip(h: &mut Harness, from: u32, row: &[u64], stable: &[u64]) {
+        let mut m = Message::control();
+        m.push(&Header::Gossip {
+            row: row.iter().map(|&s| Seqno(s)).collect(),
+            stable: stable.iter().map(|&s| Seqno(s)).collect(),
+        });
+        h.up(Up::Cast {
+            from: Rank(from),
+            msg: Message::from_wire(m.to_bytes()).unreliable(),
+        });
+    }
+
+    fn sent_gossip(h: &mut Harness) -> Vec<Header> {
+        h.take_downs()
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Down::Cast(mut m) => {
+                    assert!(m.is_unreliable());
+                    Some(m.pop::<Header>().unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stable_events(h: &mut Harness) -> (Vec<Vec<Seqno>>, Vec<Vec<Seqno>>) {
+        let ups = h
+            .take_ups()
+            .into_iter()
+            .filter_map(|e| if let Up::Stable(v) = e { Some(v) } else { None })
+            .collect();
+        let downs = h
+            .take_downs()
+            .into_iter()
+            .filter_map(|e| {
+                if let Down::Stable(v) = e {
+                    Some(v)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (ups, downs)
+    }
+
+    #[test]
+    fn a_cast_is_stable_once_every_member_reports_it() {
+        let mut h = stable(3, 0);
+        cast_from(&mut h, 1);
+        cast_from(&mut h, 1);
+        gossip(&mut h, 1, &[0, 2, 0], &[0, 0, 0]);
+        assert_eq!(
+            stable_events(&mut h),
+            (vec![], vec![]),
+            "rank 2 has not reported"
+        );
+        gossip(&mut h, 2, &[0, 1, 0], &[0, 0, 0]);
+        let s = vec![Seqno(0), Seqno(1), Seqno(0)];
+        assert_eq!(stable_events(&mut h), (vec![s.clone()], vec![s]));
+    }
+
+    #[test]
+    fn gossip_goes_out_while_something_is_unstable_and_stops_after() {
+        let mut h = stable(2, 0);
+        h.advance(Duration::from_millis(10));
+        assert!(
+            sent_gossip(&mut h).is_empty(),
+            "nothing received, nothing to say"
+        );
+        cast_from(&mut h, 0);
+        h.advance(Duration::from_millis(10));
+        assert_eq!(
+            sent_gossip(&mut h),
+            vec![Header::Gossip {
+                row: vec![Seqno(1), Seqno(0)],
+                stable: vec![Seqno(0), Seqno(0)]
+            }]
+        );
+        // Lost? It is sent again.
+        h.advance(Duration::from_millis(10));
+        assert_eq!(sent_gossip(&mut h).len(), 1);
+        gossip(&mut h, 1, &[1, 0], &[0, 0]);
+        h.take_ups();
+        // Rank 1 is behind us on stability: we answer it once, then fall silent.
+        h.advance(Duration::from_millis(10));
+        assert_eq!(sent_gossip(&mut h).len(), 1);
+        h.advance(Duration::from_millis(30));
+        assert!(sent_gossip(&mut h).is_empty());
+    }
+
+    #[test]
+    fn stale_gossip_never_lowers_what_is_known() {
+        let mut h = stable(2, 0);
+        cast_from(&mut h, 1);
+        gossip(&mut h, 1, &[0, 1], &[0, 0]);
+        assert_eq!(stable_events(&mut h).0, vec![vec![Seqno(0), Seqno(1)]]);
+        gossip(&mut h, 1, &[0, 0], &[0, 0]);
+        h.advance(Duration::from_millis(10));
+        assert_eq!(stable_events(&mut h).0, Vec::<Vec<Seqno>>::new());
+    }
+
+    #[test]
+    fn malformed_gossip_is_dropped_and_counted() {
+        let mut h = stable(3, 0);
+        gossip(&mut h, 1, &[1, 2], &[0, 0, 0]);
+        gossip(&mut h, 7, &[1, 2, 3], &[0, 0, 0]);
+        assert_eq!(h.counter("bad_header"), 2);
+        assert_eq!(h.counter("gossip_received"), 0);
+    }
+
+    #[test]
+    fn unreliable_casts_are_not_counted() {
+        let mut h = stable(2, 0);
+        let mut m = Message::control();
+        m.push(&Header::Pass);
+        h.up(Up::Cast {
+            from: Rank(1),
+            msg: Message::from_wire(m.to_bytes()).unreliable(),
+        });
+        assert_eq!(h.counter("unstable"), 0);
+        assert_eq!(h.take_ups().len(), 1);
+    }
+
+    quickcheck! {
+        fn header_codec_round_trips(row: Vec<u64>, st: Vec<u64>) -> bool {
+            let h = Header::Gossip { row: row.into_iter().map(Seqno).collect(), stable: st.into_iter().map(Seqno).collect() };
+            let mut m = Message::control();
+            m.push(&h);
+            Message::from_wire(m.to_bytes()).pop::<Header>().ok() == Some(h)
+        }
+
+        /// Stability is the minimum of what members reported, whatever order gossip comes in.
+        fn stable_is_the_column_minimum(reports: Vec<(u8, u8, u8)>) -> bool {
+            let mut h = stable(3, 0);
+            let mut rows = [[0u64; 3]; 3];
+            for _ in 0..40 {
+                cast_from(&mut h, 2);
+            }
+            rows[0][2] = 40;
+            for (m, a, b) in reports {
+                let m = 1 + (m % 2) as usize;
+                let row = [u64::from(a % 41), u64::from(b % 41), u64::from(a % 41)];
+                for (k, v) in row.iter().enumerate() {
+                    rows[m][k] = rows[m][k].max(*v);
+                }
+                gossip(&mut h, m as u32, &row, &[0, 0, 0]);
+            }
+            let expect: Vec<Seqno> = (0..3).map(|c| Seqno((0..3).map(|m| rows[m][c]).min().unwrap())).collect();
+            let last = stable_events(&mut h).0.pop().unwrap_or(vec![Seqno(0); 3]);
+            last == expect
+        }
+
+        fn garbage_never_panics(bytes: Vec<u8>, from: u32) -> bool {
+            let mut h = stable(3, 0);
+            h.up(Up::Cast { from: Rank(from % 4), msg: Message::from_wire(bytes::Bytes::from(bytes)) });
+            true
+        }
+    }
+}
