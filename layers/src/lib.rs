@@ -9,6 +9,7 @@
 use horus_core::Registry;
 
 pub mod frag;
+pub mod pack;
 
 /// Every layer of this crate, and the presets built from them.
 pub fn registry() -> Registry {
@@ -21,5 +22,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO]
+    vec![frag::INFO, pack::INFO]
 }
