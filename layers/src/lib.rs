@@ -8,7 +8,9 @@
 
 use horus_core::Registry;
 
+pub mod frag;
 pub mod mnak;
+pub mod pack;
 pub mod stable;
 
 /// Every layer of this crate, and the presets built from them.
@@ -22,5 +24,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![mnak::INFO, stable::INFO]
+    vec![frag::INFO, mnak::INFO, pack::INFO, stable::INFO]
 }
