@@ -420,7 +420,8 @@ impl<'a> Args<'a> {
         Some(&self.entries[i].1)
     }
 
-    fn error(&self, key: &str, reason: impl Into<String>) -> ParamError {
+    /// The error for a parameter whose value the layer refuses (out of range, say).
+    pub fn error(&self, key: &str, reason: impl Into<String>) -> ParamError {
         ParamError {
             layer: self.layer,
             key: key.into(),

@@ -114,6 +114,8 @@ pub struct WireCounters {
 /// A stack of layers running in one view.
 pub struct Stack {
     vs: ViewState,
+    /// The group's tag, computed once.
+    group_tag: u32,
     names: Vec<&'static str>,
     layers: Vec<Box<dyn Layer>>,
     queue: VecDeque<Routed>,
@@ -156,6 +158,7 @@ impl Stack {
         }
         let mut stack = Stack {
             names: plan.layers.iter().map(|(l, _)| l.name).collect(),
+            group_tag: vs.group.tag(),
             layers,
             vs,
             queue: VecDeque::new(),
@@ -206,7 +209,7 @@ impl Stack {
             Ok(h) if h.tag >> 4 == WIRE_VERSION && (h.tag & 0xf) <= KIND_SEND => h,
             _ => return self.wire.bad_header += 1,
         };
-        if hdr.group != self.vs.group.tag() {
+        if hdr.group != self.group_tag {
             return self.wire.other_group += 1;
         }
         if hdr.view != self.vs.view.id {
@@ -422,7 +425,7 @@ impl Stack {
     fn header(&self, kind: u8) -> WireHeader {
         WireHeader {
             tag: WIRE_VERSION << 4 | kind,
-            group: self.vs.group.tag(),
+            group: self.group_tag,
             view: self.vs.view.id,
             from: self.vs.rank,
         }

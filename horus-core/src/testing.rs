@@ -25,6 +25,7 @@ use crate::event::{Down, Up};
 use crate::ids::{Endpoint, GroupName, Rank, View};
 use crate::layer::{Cx, Layer};
 use crate::rng::Rng;
+use crate::spec::{Args, LayerInfo};
 use crate::stack::{Routed, Timers};
 use crate::time::Time;
 use crate::view_state::ViewState;
@@ -76,6 +77,28 @@ impl Harness {
         };
         h.with_cx(|layer, cx| layer.init(cx));
         h
+    }
+
+    /// The layer `info` with the parameters of `spec_params` (as in a spec: `"size=100,delay=1ms"`),
+    /// for member `rank` of a view of `n`.
+    ///
+    /// # Panics
+    /// If the parameters are malformed or refused: a test's own mistake.
+    pub fn from_info(n: usize, rank: u32, info: &LayerInfo, spec_params: &str) -> Self {
+        let params: Vec<(String, String)> = spec_params
+            .split(',')
+            .filter(|kv| !kv.trim().is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("parameters are key=value");
+                (k.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        Harness::new(n, rank, |vs| {
+            let mut args = Args::new(info.name, &params);
+            let layer = (info.build)(&mut args, vs).expect("the parameters are accepted");
+            assert_eq!(args.unused(), None, "every parameter is known to {}", info.name);
+            layer
+        })
     }
 
     fn with_cx(&mut self, f: impl FnOnce(&mut dyn Layer, &mut Cx<'_>)) {
