@@ -8,6 +8,8 @@
 
 use horus_core::Registry;
 
+pub mod pt2pt;
+
 /// Every layer of this crate, and the presets built from them.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
@@ -19,5 +21,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![]
+    vec![pt2pt::INFO]
 }
