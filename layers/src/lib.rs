@@ -8,6 +8,7 @@
 
 use horus_core::Registry;
 
+pub mod flow;
 pub mod pt2pt;
 
 /// Every layer of this crate, and the presets built from them.
@@ -21,5 +22,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![pt2pt::INFO]
+    vec![pt2pt::INFO, flow::INFO]
 }
