@@ -8,9 +8,11 @@
 
 use horus_core::Registry;
 
+pub mod flow;
 pub mod frag;
 pub mod mnak;
 pub mod pack;
+pub mod pt2pt;
 pub mod stable;
 
 /// Every layer of this crate, and the presets built from them.
@@ -19,10 +21,15 @@ pub fn registry() -> Registry {
     for info in all() {
         r.add_layer(info);
     }
+    r.add_preset(
+        "reliable",
+        "frag:flow:stable:mnak:pt2pt:pack",
+        "reliable FIFO multicast and point-to-point, any size, flow-controlled and packed",
+    );
     r
 }
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO, mnak::INFO, pack::INFO, stable::INFO]
+    vec![frag::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
 }
