@@ -3,10 +3,7 @@
 use std::process::{Command, Output};
 
 fn horus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_horus"))
-        .args(args)
-        .output()
-        .expect("horus runs")
+    Command::new(env!("CARGO_BIN_EXE_horus")).args(args).output().expect("horus runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -29,11 +26,7 @@ fn best_effort_stack_is_caught_losing_and_duplicating_under_loss() {
         "sim", "--stack", "none", "--seeds", "0..50", "--loss", "0.05", "--dup", "0.02", "--jobs",
         "2",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "violations make the exit status 1"
-    );
+    assert_eq!(o.status.code(), Some(1), "violations make the exit status 1");
     let out = stdout(&o);
     assert!(out.contains("fifo: "), "{out}");
     assert!(out.contains("no duplication: "), "{out}");
@@ -41,18 +34,12 @@ fn best_effort_stack_is_caught_losing_and_duplicating_under_loss() {
         out.contains("replay: horus sim --seed 0 --trace --stack none --loss 0.05 --dup 0.02"),
         "{out}"
     );
-    assert!(
-        summary(&o).starts_with("seeds=50 failing_seeds=50 "),
-        "{}",
-        summary(&o)
-    );
+    assert!(summary(&o).starts_with("seeds=50 failing_seeds=50 "), "{}", summary(&o));
 }
 
 #[test]
 fn a_clean_network_without_jitter_gives_no_violation_even_best_effort() {
-    let o = horus(&[
-        "sim", "--stack", "none", "--seeds", "0..50", "--jitter", "0us",
-    ]);
+    let o = horus(&["sim", "--stack", "none", "--seeds", "0..50", "--jitter", "0us"]);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(
         summary(&o).starts_with("seeds=50 failing_seeds=0 violations=0 casts=5000 delivered=25000")
@@ -119,15 +106,7 @@ fn record_writes_a_history_the_checker_reads_back() {
     let dir = std::env::temp_dir().join(format!("horus-sim-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("run.jsonl");
-    let o = horus(&[
-        "sim",
-        "--seed",
-        "3",
-        "--nodes",
-        "3",
-        "--record",
-        path.to_str().unwrap(),
-    ]);
+    let o = horus(&["sim", "--seed", "3", "--nodes", "3", "--record", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stdout(&o));
     let f = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
     let (history, promises) = horus_core::History::read_jsonl(f).unwrap();

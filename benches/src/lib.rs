@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use horus_core::{Dest, Down, Endpoint, GroupName, Message, Rng, Stack, StackPlan, Time, Up, View, ViewState};
+use horus_core::{
+    Dest, Down, Endpoint, GroupName, Message, Rng, Stack, StackPlan, Time, Up, View, ViewState,
+};
 
 /// Two members of one view, whose datagrams go straight to each other. Time advances by a
 /// microsecond a round, so timers (packing, acks, gossip) fire as they would at that pace.

@@ -238,9 +238,7 @@ impl Report {
 
     /// The listed violations of `property`.
     pub fn of(&self, property: Property) -> impl Iterator<Item = &Violation> + '_ {
-        self.violations
-            .iter()
-            .filter(move |v| v.property == property)
+        self.violations.iter().filter(move |v| v.property == property)
     }
 }
 
@@ -308,21 +306,12 @@ pub fn check(history: &History, promises: &Promises) -> Report {
         run.primary_component(&mut sink);
     }
     if let Some(liveness) = &promises.liveness {
-        run.liveness(
-            promises.membership,
-            liveness.after,
-            liveness.bound,
-            &mut sink,
-        );
+        run.liveness(promises.membership, liveness.after, liveness.bound, &mut sink);
     }
     // Checks emit in property order except the replay's integrity findings; a stable sort
     // keeps each property's own order.
     sink.violations.sort_by_key(|v| v.property);
-    Report {
-        violations: sink.violations,
-        left_off: sink.left_off,
-        stats: run.stats,
-    }
+    Report { violations: sink.violations, left_off: sink.left_off, stats: run.stats }
 }
 
 /// Collects violations, keeping at most [`MAX_PER_PROPERTY`] of each property.
@@ -346,13 +335,7 @@ impl Sink {
         }
         *listed += 1;
         let (processes, messages, views, detail) = parts();
-        self.violations.push(Violation {
-            property,
-            processes,
-            messages,
-            views,
-            detail,
-        });
+        self.violations.push(Violation { property, processes, messages, views, detail });
     }
 }
 
@@ -360,11 +343,7 @@ impl Sink {
 fn listed(mut ids: Vec<MsgId>) -> (Vec<MsgId>, String) {
     let more = ids.len().saturating_sub(MAX_LISTED);
     ids.truncate(MAX_LISTED);
-    let mut text = ids
-        .iter()
-        .map(|m| m.to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mut text = ids.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(" ");
     if more > 0 {
         text.push_str(&format!(" and {more} more"));
     }
@@ -372,10 +351,7 @@ fn listed(mut ids: Vec<MsgId>) -> (Vec<MsgId>, String) {
 }
 
 fn endpoints(es: &[Endpoint]) -> String {
-    es.iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    es.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 fn view_name(v: Option<ViewId>) -> String {
@@ -442,10 +418,7 @@ impl Proc<'_> {
     }
 
     fn first_deliveries(&self) -> impl Iterator<Item = (&Delivery, usize)> + '_ {
-        self.deliveries
-            .iter()
-            .filter(|d| d.first)
-            .filter_map(|d| Some((d, d.msg?)))
+        self.deliveries.iter().filter(|d| d.first).filter_map(|d| Some((d, d.msg?)))
     }
 }
 
@@ -462,10 +435,7 @@ impl<'h> Run<'h> {
         let mut procs = Vec::with_capacity(history.procs.len());
         let mut msgs = Vec::new();
         let mut msg_index = HashMap::new();
-        let mut stats = CheckStats {
-            processes: history.procs.len(),
-            ..CheckStats::default()
-        };
+        let mut stats = CheckStats { processes: history.procs.len(), ..CheckStats::default() };
         let mut views = HashSet::new();
 
         // Views and casts first, so that deliveries can refer to casts made later.
@@ -477,12 +447,7 @@ impl<'h> Run<'h> {
                     Event::View { view } => {
                         views.insert(view.id);
                         let c = casts.len();
-                        segs.push(Seg {
-                            view,
-                            at: *at,
-                            casts: c..c,
-                            delivered: HashSet::new(),
-                        });
+                        segs.push(Seg { view, at: *at, casts: c..c, delivered: HashSet::new() });
                     }
                     Event::Cast { id, level } => {
                         stats.casts += 1;
@@ -556,12 +521,7 @@ impl<'h> Run<'h> {
                 }
             }
         }
-        Run {
-            procs,
-            msgs,
-            msg_index,
-            stats,
-        }
+        Run { procs, msgs, msg_index, stats }
     }
 
     /// The sending view of message `m`.
@@ -678,10 +638,7 @@ impl<'h> Run<'h> {
         let mut moves: BTreeMap<(ViewId, ViewId), Vec<(usize, usize)>> = BTreeMap::new();
         for (i, p) in self.procs.iter().enumerate() {
             for (k, w) in p.segs.windows(2).enumerate() {
-                moves
-                    .entry((w[0].view.id, w[1].view.id))
-                    .or_default()
-                    .push((i, k));
+                moves.entry((w[0].view.id, w[1].view.id)).or_default().push((i, k));
             }
         }
         for ((v, next), movers) in &moves {
@@ -742,12 +699,7 @@ impl<'h> Run<'h> {
                         p.ep, msg.id
                     ),
                 };
-                (
-                    vec![p.ep],
-                    vec![msg.id],
-                    std::iter::once(v).chain(next).collect(),
-                    detail,
-                )
+                (vec![p.ep], vec![msg.id], std::iter::once(v).chain(next).collect(), detail)
             });
         }
     }
@@ -769,11 +721,7 @@ impl<'h> Run<'h> {
                 let Some(range) = sender.segs.get(k).map(|s| s.casts.clone()) else {
                     continue;
                 };
-                let Some(i) = msg
-                    .ord
-                    .checked_sub(range.start)
-                    .filter(|&i| i < range.len())
-                else {
+                let Some(i) = msg.ord.checked_sub(range.start).filter(|&i| i < range.len()) else {
                     continue;
                 };
                 let stream = streams.entry((msg.sender, k)).or_insert_with(|| Stream {
@@ -787,11 +735,8 @@ impl<'h> Run<'h> {
                     sink.add(Property::Fifo, || {
                         let (id1, id2) = (self.msgs[m1].id, msg.id);
                         let v = sender.segs[k].view.id;
-                        let how = if q.first_delivery.contains_key(&m1) {
-                            "before"
-                        } else {
-                            "but never"
-                        };
+                        let how =
+                            if q.first_delivery.contains_key(&m1) { "before" } else { "but never" };
                         let detail =
                             format!("{} delivered {id2} {how} {id1} (both sent in {v})", q.ep);
                         (vec![q.ep, sender.ep], vec![id1, id2], vec![v], detail)
@@ -919,11 +864,8 @@ impl<'h> Run<'h> {
                     // The latest of s's casts in this view that happened before m2: if FIFO
                     // holds, q delivering it before m2 covers the earlier ones.
                     let k = before as usize;
-                    let latest = spans
-                        .iter()
-                        .filter(|r| r.start < k)
-                        .map(|r| r.end.min(k) - 1)
-                        .max();
+                    let latest =
+                        spans.iter().filter(|r| r.start < k).map(|r| r.end.min(k) - 1).max();
                     let Some(m1) = latest.and_then(|o| self.procs[s].casts.get(o).copied()) else {
                         continue;
                     };
@@ -1015,9 +957,7 @@ impl<'h> Run<'h> {
                     continue; // q crashed or left while in V: no obligation.
                 }
                 // Both moving on to one next view is virtual synchrony's case.
-                let witness = ds
-                    .iter()
-                    .find(|&&(d, dn)| d != qi && !(dn.is_some() && dn == next));
+                let witness = ds.iter().find(|&&(d, dn)| d != qi && !(dn.is_some() && dn == next));
                 let Some(&(d, _)) = witness else { continue };
                 sink.add(Property::Uniform, || {
                     let (id, dp) = (self.msgs[m].id, self.procs[d].ep);
@@ -1048,13 +988,8 @@ impl<'h> Run<'h> {
         for w in views.windows(2) {
             let (a, b) = (w[0], w[1]);
             let a_members: BTreeSet<Endpoint> = a.members.iter().copied().collect();
-            let kept = b
-                .members
-                .iter()
-                .copied()
-                .collect::<BTreeSet<_>>()
-                .intersection(&a_members)
-                .count();
+            let kept =
+                b.members.iter().copied().collect::<BTreeSet<_>>().intersection(&a_members).count();
             let majority = 2 * kept > a_members.len();
             let follows = b.prev.contains(&a.id);
             if majority && follows {
@@ -1070,19 +1005,11 @@ impl<'h> Run<'h> {
                     ));
                 }
                 if !follows {
-                    why.push(format!(
-                        "does not name {} among the views it was made from",
-                        a.id
-                    ));
+                    why.push(format!("does not name {} among the views it was made from", a.id));
                 }
                 let detail = format!("{} {}", b.id, why.join(" and "));
-                let processes = b
-                    .members
-                    .iter()
-                    .copied()
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
+                let processes =
+                    b.members.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
                 (processes, vec![], vec![a.id, b.id], detail)
             });
         }
@@ -1099,29 +1026,20 @@ impl<'h> Run<'h> {
         let Some(first) = live.first() else { return };
         let last = first.last_view();
         let settled = last.is_some()
-            && live
-                .iter()
-                .all(|p| p.last_view().map(|v| v.id) == last.map(|v| v.id));
+            && live.iter().all(|p| p.last_view().map(|v| v.id) == last.map(|v| v.id));
         let Some(w) = last.filter(|_| settled) else {
             sink.add(Property::Liveness, || {
                 let each: Vec<String> = live
                     .iter()
                     .map(|p| format!("{} in {}", p.ep, view_name(p.last_view().map(|v| v.id))))
                     .collect();
-                let views: BTreeSet<ViewId> = live
-                    .iter()
-                    .filter_map(|p| p.last_view().map(|v| v.id))
-                    .collect();
+                let views: BTreeSet<ViewId> =
+                    live.iter().filter_map(|p| p.last_view().map(|v| v.id)).collect();
                 let detail = format!(
                     "the processes alive at the end did not settle on one view: {}",
                     each.join(", ")
                 );
-                (
-                    live.iter().map(|p| p.ep).collect(),
-                    vec![],
-                    views.into_iter().collect(),
-                    detail,
-                )
+                (live.iter().map(|p| p.ep).collect(), vec![], views.into_iter().collect(), detail)
             });
             return;
         };
@@ -1140,12 +1058,7 @@ impl<'h> Run<'h> {
                     why.push(format!("holds {}, not alive at the end", endpoints(&gone)));
                 }
                 let detail = format!("the last view {} {}", w.id, why.join(" and "));
-                (
-                    absent.into_iter().chain(gone).collect(),
-                    vec![],
-                    vec![w.id],
-                    detail,
-                )
+                (absent.into_iter().chain(gone).collect(), vec![], vec![w.id], detail)
             });
         }
 
@@ -1189,10 +1102,8 @@ impl<'h> Run<'h> {
             }
             sink.add(Property::Liveness, || {
                 let (ids, text) = listed(missing);
-                let detail = format!(
-                    "{} never delivered {text}, sent in its last view {}",
-                    p.ep, w.id
-                );
+                let detail =
+                    format!("{} never delivered {text}, sent in its last view {}", p.ep, w.id);
                 (vec![p.ep], ids, vec![w.id], detail)
             });
         }

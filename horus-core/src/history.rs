@@ -81,11 +81,7 @@ pub enum Event {
     /// The process cast message `id` at `level` (in the view it had last installed).
     Cast { id: MsgId, level: Level },
     /// The process delivered message `id`, which the stack says came from `from`.
-    Deliver {
-        id: MsgId,
-        from: Endpoint,
-        level: Level,
-    },
+    Deliver { id: MsgId, from: Endpoint, level: Level },
     /// The process crashed: nothing more happens at this endpoint.
     Crash,
     /// The process left the group, or learnt that it was excluded, and stopped.
@@ -137,10 +133,7 @@ pub struct ProcessHistory {
 
 impl ProcessHistory {
     pub fn new(endpoint: Endpoint) -> Self {
-        ProcessHistory {
-            endpoint,
-            events: Vec::new(),
-        }
+        ProcessHistory { endpoint, events: Vec::new() }
     }
 
     /// Whether the process ended by crashing or exiting (rather than running to the end).
@@ -191,11 +184,7 @@ impl History {
 
     /// Appends an event to `who`'s history.
     pub fn record(&mut self, at: Time, who: Endpoint, ev: Event) {
-        self.procs
-            .entry(who)
-            .or_insert_with(|| ProcessHistory::new(who))
-            .events
-            .push((at, ev));
+        self.procs.entry(who).or_insert_with(|| ProcessHistory::new(who)).events.push((at, ev));
     }
 
     /// Number of events in all processes.
@@ -210,20 +199,12 @@ impl History {
     /// Writes the history as JSON lines: the header, then every event in time order (events of
     /// one process keep their order).
     pub fn write_jsonl(&self, promises: Option<&Promises>, mut w: impl Write) -> io::Result<()> {
-        let header = Header {
-            horus_history: FORMAT_VERSION,
-            promises: promises.cloned(),
-        };
+        let header = Header { horus_history: FORMAT_VERSION, promises: promises.cloned() };
         serde_json::to_writer(&mut w, &header)?;
         w.write_all(b"\n")?;
         let mut all: Vec<(Time, Endpoint, usize)> = Vec::with_capacity(self.len());
         for p in self.procs.values() {
-            all.extend(
-                p.events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (t, _))| (*t, p.endpoint, i)),
-            );
+            all.extend(p.events.iter().enumerate().map(|(i, (t, _))| (*t, p.endpoint, i)));
         }
         all.sort(); // by time, then process, then position: stable per process
         for (at, p, i) in all {
@@ -252,10 +233,8 @@ impl History {
                 continue;
             }
             if line.contains("\"horus_history\"") {
-                let h: Header = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
-                    line: n,
-                    reason: e.to_string(),
-                })?;
+                let h: Header = serde_json::from_str(&line)
+                    .map_err(|e| HistoryError::Parse { line: n, reason: e.to_string() })?;
                 if h.horus_history != FORMAT_VERSION {
                     return Err(HistoryError::Version(h.horus_history));
                 }
@@ -266,10 +245,8 @@ impl History {
                 }
                 continue;
             }
-            let l: Line = serde_json::from_str(&line).map_err(|e| HistoryError::Parse {
-                line: n,
-                reason: e.to_string(),
-            })?;
+            let l: Line = serde_json::from_str(&line)
+                .map_err(|e| HistoryError::Parse { line: n, reason: e.to_string() })?;
             self.record(l.at, l.p, l.ev);
         }
         Ok(promises)
@@ -309,43 +286,14 @@ mod tests {
         for p in [e(0), e(1)] {
             h.record(Time(10), p, Event::View { view: v.clone() });
         }
-        let id = MsgId {
-            sender: e(1),
-            seq: 1,
-        };
-        h.record(
-            Time(20),
-            e(1),
-            Event::Cast {
-                id,
-                level: Level::Total,
-            },
-        );
-        h.record(
-            Time(30),
-            e(0),
-            Event::Deliver {
-                id,
-                from: e(1),
-                level: Level::Total,
-            },
-        );
-        h.record(
-            Time(30),
-            e(1),
-            Event::Deliver {
-                id,
-                from: e(1),
-                level: Level::Total,
-            },
-        );
+        let id = MsgId { sender: e(1), seq: 1 };
+        h.record(Time(20), e(1), Event::Cast { id, level: Level::Total });
+        h.record(Time(30), e(0), Event::Deliver { id, from: e(1), level: Level::Total });
+        h.record(Time(30), e(1), Event::Deliver { id, from: e(1), level: Level::Total });
         h.record(Time(40), e(0), Event::Crash);
         let promises = Promises {
             membership: Membership::Primary,
-            liveness: Some(Liveness {
-                after: Time(40),
-                bound: Some(Duration::from_secs(2)),
-            }),
+            liveness: Some(Liveness { after: Time(40), bound: Some(Duration::from_secs(2)) }),
         };
         let mut buf = Vec::new();
         h.write_jsonl(Some(&promises), &mut buf).unwrap();

@@ -108,9 +108,7 @@ impl GroupName {
     /// A 32-bit tag that travels in every datagram so groups can share a multicast address.
     /// FNV-1a: stable across builds and platforms, which a std hasher is not.
     pub fn tag(&self) -> u32 {
-        self.0.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        })
+        self.0.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
     }
 }
 
@@ -169,11 +167,7 @@ impl View {
     /// If `members` is empty: a view always holds at least its coordinator.
     pub fn initial(members: Vec<Endpoint>) -> Self {
         let coord = *members.first().expect("a view has at least one member");
-        View {
-            id: ViewId::new(0, coord),
-            members,
-            prev: Vec::new(),
-        }
+        View { id: ViewId::new(0, coord), members, prev: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -190,10 +184,7 @@ impl View {
 
     /// The rank of `e`, if it is a member.
     pub fn rank_of(&self, e: Endpoint) -> Option<Rank> {
-        self.members
-            .iter()
-            .position(|m| *m == e)
-            .map(|i| Rank(i as u32))
+        self.members.iter().position(|m| *m == e).map(|i| Rank(i as u32))
     }
 
     /// The member at `rank`, if there is one.

@@ -122,10 +122,7 @@ impl<'a> Cx<'a> {
 
 impl fmt::Debug for Cx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cx")
-            .field("now", &self.now)
-            .field("rank", &self.vs.rank)
-            .finish()
+        f.debug_struct("Cx").field("now", &self.now).field("rank", &self.vs.rank).finish()
     }
 }
 
@@ -192,19 +189,13 @@ impl Props {
 
     /// The single properties in this set.
     pub fn iter(self) -> impl Iterator<Item = Props> {
-        Props::NAMES
-            .into_iter()
-            .map(|(p, _)| p)
-            .filter(move |p| self.contains(*p))
+        Props::NAMES.into_iter().map(|(p, _)| p).filter(move |p| self.contains(*p))
     }
 
     /// A readable name for a single property (or a comma-separated list).
     pub fn describe(self) -> String {
-        let names: Vec<&str> = Props::NAMES
-            .iter()
-            .filter(|(p, _)| self.contains(*p))
-            .map(|(_, n)| *n)
-            .collect();
+        let names: Vec<&str> =
+            Props::NAMES.iter().filter(|(p, _)| self.contains(*p)).map(|(_, n)| *n).collect();
         if names.is_empty() {
             "nothing".into()
         } else {

@@ -62,11 +62,8 @@ impl fmt::Display for Level {
 impl FromStr for Level {
     type Err = String;
     fn from_str(s: &str) -> Result<Level, String> {
-        Level::ALL
-            .into_iter()
-            .find(|l| l.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                format!("unknown service level `{s}`: expected fifo, causal, total or safe")
-            })
+        Level::ALL.into_iter().find(|l| l.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            format!("unknown service level `{s}`: expected fifo, causal, total or safe")
+        })
     }
 }

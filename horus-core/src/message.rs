@@ -62,12 +62,7 @@ pub struct Message {
 impl Message {
     /// A message carrying `payload`, with no headers yet.
     pub fn new(payload: Bytes) -> Self {
-        Message {
-            head: Head::new(),
-            body: payload,
-            level: Level::Fifo,
-            unreliable: false,
-        }
+        Message { head: Head::new(), body: payload, level: Level::Fifo, unreliable: false }
     }
 
     /// A message with an empty payload, for a layer's own control traffic.
@@ -150,19 +145,13 @@ impl Message {
     pub fn pop_raw(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         if !self.head.is_empty() {
             if n > self.head.len() {
-                return Err(DecodeError::Truncated {
-                    wanted: n,
-                    left: self.head.len(),
-                });
+                return Err(DecodeError::Truncated { wanted: n, left: self.head.len() });
             }
             let out = Bytes::copy_from_slice(&self.head.as_slice()[..n]);
             self.head.advance(n);
             Ok(out)
         } else if n > self.body.len() {
-            Err(DecodeError::Truncated {
-                wanted: n,
-                left: self.body.len(),
-            })
+            Err(DecodeError::Truncated { wanted: n, left: self.body.len() })
         } else {
             Ok(self.body.split_to(n))
         }
@@ -239,10 +228,7 @@ enum HeadBuf {
 
 impl Head {
     fn new() -> Self {
-        Head {
-            buf: HeadBuf::Inline([0; INLINE]),
-            start: INLINE,
-        }
+        Head { buf: HeadBuf::Inline([0; INLINE]), start: INLINE }
     }
 
     fn storage(&self) -> &[u8] {
@@ -312,20 +298,11 @@ mod tests {
     fn headers_pop_in_reverse_push_order_through_the_wire() {
         let mut m = Message::new(Bytes::from_static(b"payload"));
         m.push(&Hdr::Pass);
-        m.push(&Hdr::Data {
-            seqno: 1 << 40,
-            ranks: vec![1, 2],
-        });
+        m.push(&Hdr::Data { seqno: 1 << 40, ranks: vec![1, 2] });
         m.push(&5u8);
         let mut r = Message::from_wire(m.to_bytes());
         assert_eq!(r.pop::<u8>().unwrap(), 5);
-        assert_eq!(
-            r.pop::<Hdr>().unwrap(),
-            Hdr::Data {
-                seqno: 1 << 40,
-                ranks: vec![1, 2]
-            }
-        );
+        assert_eq!(r.pop::<Hdr>().unwrap(), Hdr::Data { seqno: 1 << 40, ranks: vec![1, 2] });
         assert_eq!(r.pop::<Hdr>().unwrap(), Hdr::Pass);
         assert_eq!(r.payload(), &b"payload"[..]);
     }

@@ -79,25 +79,13 @@ pub enum StackError {
     #[error("bad stack spec `{spec}`: {reason}")]
     Syntax { spec: String, reason: String },
     #[error("unknown layer `{name}`; known layers: {known}; presets: {presets}")]
-    UnknownLayer {
-        name: String,
-        known: String,
-        presets: String,
-    },
+    UnknownLayer { name: String, known: String, presets: String },
     #[error("layer `{0}` appears twice in the stack; name each layer once")]
     Duplicate(String),
     #[error("layer `{layer}` needs {need} below it, and no layer below gives it; add {providers} under `{layer}`")]
-    Missing {
-        layer: String,
-        need: String,
-        providers: String,
-    },
+    Missing { layer: String, need: String, providers: String },
     #[error("layer `{layer}` needs {need}, which `{provider}` gives, but `{provider}` is above `{layer}`; move `{provider}` below `{layer}`")]
-    Misplaced {
-        layer: String,
-        need: String,
-        provider: String,
-    },
+    Misplaced { layer: String, need: String, provider: String },
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("{endpoint} is not a member of the view it was to run in")]
@@ -224,10 +212,7 @@ impl Registry {
                 .into());
             }
         }
-        Ok(StackPlan {
-            layers,
-            gives: below,
-        })
+        Ok(StackPlan { layers, gives: below })
     }
 
     fn expand(
@@ -236,10 +221,7 @@ impl Registry {
         out: &mut Vec<(LayerInfo, Vec<(String, String)>)>,
         depth: usize,
     ) -> Result<(), StackError> {
-        let syntax = |reason: String| StackError::Syntax {
-            spec: spec.into(),
-            reason,
-        };
+        let syntax = |reason: String| StackError::Syntax { spec: spec.into(), reason };
         if depth > 4 {
             return Err(syntax("presets nest too deeply".into()));
         }
@@ -247,11 +229,7 @@ impl Registry {
         if spec_trim.is_empty() {
             return Ok(());
         }
-        for (i, part) in split_top(spec_trim)
-            .map_err(syntax)?
-            .into_iter()
-            .enumerate()
-        {
+        for (i, part) in split_top(spec_trim).map_err(syntax)?.into_iter().enumerate() {
             let part = part.trim();
             let (name, params) = match part.find('(') {
                 None => (part, Vec::new()),
@@ -266,10 +244,7 @@ impl Registry {
                 }
             };
             if name.is_empty() {
-                return Err(syntax(format!(
-                    "layer {} has no name (two colons in a row?)",
-                    i + 1
-                )));
+                return Err(syntax(format!("layer {} has no name (two colons in a row?)", i + 1)));
             }
             if let Some(info) = self.layer(name) {
                 out.push((*info, params));
@@ -284,11 +259,7 @@ impl Registry {
                 let presets: Vec<&str> = self.presets.iter().map(|p| p.name).collect();
                 return Err(StackError::UnknownLayer {
                     name: name.into(),
-                    known: if known.is_empty() {
-                        "none yet".into()
-                    } else {
-                        known.join(", ")
-                    },
+                    known: if known.is_empty() { "none yet".into() } else { known.join(", ") },
                     presets: presets.join(", "),
                 });
             }
@@ -324,9 +295,7 @@ fn split_top(spec: &str) -> Result<Vec<&str>, String> {
 fn parse_params(inner: &str) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for kv in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("`{kv}` is not key=value"))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("`{kv}` is not key=value"))?;
         let (k, v) = (k.trim(), v.trim());
         if k.is_empty() || v.is_empty() {
             return Err(format!("`{kv}` is not key=value"));
@@ -407,11 +376,7 @@ pub struct Args<'a> {
 
 impl<'a> Args<'a> {
     pub fn new(layer: &'static str, entries: &'a [(String, String)]) -> Self {
-        Args {
-            layer,
-            entries,
-            used: vec![false; entries.len()],
-        }
+        Args { layer, entries, used: vec![false; entries.len()] }
     }
 
     fn raw(&mut self, key: &str) -> Option<&'a str> {
@@ -422,29 +387,21 @@ impl<'a> Args<'a> {
 
     /// The error for a parameter whose value the layer refuses (out of range, say).
     pub fn error(&self, key: &str, reason: impl Into<String>) -> ParamError {
-        ParamError {
-            layer: self.layer,
-            key: key.into(),
-            reason: reason.into(),
-        }
+        ParamError { layer: self.layer, key: key.into(), reason: reason.into() }
     }
 
     /// The first key no read asked for.
     pub fn unused(&self) -> Option<&str> {
-        self.entries
-            .iter()
-            .zip(&self.used)
-            .find(|(_, u)| !**u)
-            .map(|((k, _), _)| k.as_str())
+        self.entries.iter().zip(&self.used).find(|(_, u)| !**u).map(|((k, _), _)| k.as_str())
     }
 
     /// A whole number.
     pub fn u64(&mut self, key: &str, default: u64) -> Result<u64, ParamError> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| self.error(key, format!("`{v}` is not a whole number"))),
+            Some(v) => {
+                v.parse().map_err(|_| self.error(key, format!("`{v}` is not a whole number")))
+            }
         }
     }
 
@@ -463,10 +420,7 @@ impl<'a> Args<'a> {
         match self.raw(key) {
             None => Ok(default),
             Some(v) => parse_duration(v).ok_or_else(|| {
-                self.error(
-                    key,
-                    format!("`{v}` is not a duration (e.g. 500us, 20ms, 2s)"),
-                )
+                self.error(key, format!("`{v}` is not a duration (e.g. 500us, 20ms, 2s)"))
             }),
         }
     }
@@ -511,7 +465,5 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "s" => n,
         _ => return None,
     };
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }

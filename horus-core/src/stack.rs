@@ -148,9 +148,7 @@ impl Stack {
         now: Time,
     ) -> Result<Stack, StackError> {
         if vs.view.member(vs.rank) != Some(vs.endpoint) {
-            return Err(StackError::NotMember {
-                endpoint: vs.endpoint,
-            });
+            return Err(StackError::NotMember { endpoint: vs.endpoint });
         }
         let mut layers = Vec::with_capacity(plan.layers.len());
         for (info, params) in &plan.layers {
@@ -222,14 +220,8 @@ impl Stack {
             return self.wire.from_self += 1;
         }
         let ev = match hdr.tag & 0xf {
-            KIND_CAST => Up::Cast {
-                from: hdr.from,
-                msg,
-            },
-            _ => Up::Send {
-                from: hdr.from,
-                msg,
-            },
+            KIND_CAST => Up::Cast { from: hdr.from, msg },
+            _ => Up::Send { from: hdr.from, msg },
         };
         self.queue.push_back(Routed::Up(self.layers.len(), ev));
         self.run();
@@ -389,26 +381,18 @@ impl Stack {
                 self.wire.casts_sent += 1;
                 let mut wire = msg.clone();
                 wire.push(&self.header(KIND_CAST));
-                self.to_net.push_back(Transmit {
-                    dest: Dest::Cast,
-                    msg: wire,
-                });
+                self.to_net.push_back(Transmit { dest: Dest::Cast, msg: wire });
                 // Our own cast comes back to us here, not through the network.
-                self.queue
-                    .push_back(Routed::Up(bottom, Up::Cast { from: me, msg }));
+                self.queue.push_back(Routed::Up(bottom, Up::Cast { from: me, msg }));
             }
             Down::Send(to, msg) if to == me => {
-                self.queue
-                    .push_back(Routed::Up(bottom, Up::Send { from: me, msg }));
+                self.queue.push_back(Routed::Up(bottom, Up::Send { from: me, msg }));
             }
             Down::Send(to, mut msg) => match self.vs.view.member(to) {
                 Some(dest) => {
                     self.wire.sends_sent += 1;
                     msg.push(&self.header(KIND_SEND));
-                    self.to_net.push_back(Transmit {
-                        dest: Dest::Member(dest),
-                        msg,
-                    });
+                    self.to_net.push_back(Transmit { dest: Dest::Member(dest), msg });
                 }
                 None => self.wire.bad_rank += 1,
             },

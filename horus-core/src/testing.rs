@@ -45,10 +45,7 @@ pub struct Harness {
 
 impl std::fmt::Debug for Harness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Harness")
-            .field("layer", &self.layer)
-            .field("now", &self.now)
-            .finish()
+        f.debug_struct("Harness").field("layer", &self.layer).field("now", &self.now).finish()
     }
 }
 
@@ -173,9 +170,6 @@ impl Harness {
 
     /// One counter's value (0 if the layer does not report it).
     pub fn counter(&self, name: &str) -> u64 {
-        self.counters()
-            .into_iter()
-            .find(|(k, _)| *k == name)
-            .map_or(0, |(_, v)| v)
+        self.counters().into_iter().find(|(k, _)| *k == name).map_or(0, |(_, v)| v)
     }
 }

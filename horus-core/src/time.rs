@@ -85,10 +85,7 @@ mod tests {
     fn arithmetic_saturates_instead_of_wrapping() {
         assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
         assert_eq!(Time(5) - Time(9), Duration::ZERO);
-        assert_eq!(
-            Time::from_millis(2) - Time::from_millis(1),
-            Duration::from_millis(1)
-        );
+        assert_eq!(Time::from_millis(2) - Time::from_millis(1), Duration::from_millis(1));
     }
 
     #[test]

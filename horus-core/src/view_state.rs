@@ -17,22 +17,12 @@ impl ViewState {
     /// The state of `endpoint` in `view`; `None` if it is not a member.
     pub fn new(group: GroupName, endpoint: Endpoint, view: Arc<View>) -> Option<Self> {
         let rank = view.rank_of(endpoint)?;
-        Some(ViewState {
-            group,
-            endpoint,
-            view,
-            rank,
-        })
+        Some(ViewState { group, endpoint, view, rank })
     }
 
     /// A one-member view, as a layer sees it when a stack spec is checked.
     pub fn singleton(group: GroupName, endpoint: Endpoint) -> Self {
         let view = Arc::new(View::initial(vec![endpoint]));
-        ViewState {
-            group,
-            endpoint,
-            view,
-            rank: Rank(0),
-        }
+        ViewState { group, endpoint, view, rank: Rank(0) }
     }
 }

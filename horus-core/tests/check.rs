@@ -57,24 +57,11 @@ impl H {
     }
 
     fn cast(self, who: Endpoint, seq: u64, level: Level) -> Self {
-        self.record(
-            who,
-            Event::Cast {
-                id: id(who, seq),
-                level,
-            },
-        )
+        self.record(who, Event::Cast { id: id(who, seq), level })
     }
 
     fn deliver(self, who: Endpoint, sender: Endpoint, seq: u64, level: Level) -> Self {
-        self.record(
-            who,
-            Event::Deliver {
-                id: id(sender, seq),
-                from: sender,
-                level,
-            },
-        )
+        self.record(who, Event::Deliver { id: id(sender, seq), from: sender, level })
     }
 
     /// Every one of `who` delivers `sender:seq`.
@@ -87,8 +74,7 @@ impl H {
 
     /// `sender` casts `seq` and every one of `who` delivers it.
     fn multicast(self, sender: Endpoint, seq: u64, level: Level, who: &[Endpoint]) -> Self {
-        self.cast(sender, seq, level)
-            .deliver_all(who, sender, seq, level)
+        self.cast(sender, seq, level).deliver_all(who, sender, seq, level)
     }
 
     fn crash(self, who: Endpoint) -> Self {
@@ -113,19 +99,12 @@ fn plain() -> Promises {
 }
 
 fn promises(membership: Membership, after: Time, bound: Option<Duration>) -> Promises {
-    Promises {
-        membership,
-        liveness: Some(Liveness { after, bound }),
-    }
+    Promises { membership, liveness: Some(Liveness { after, bound }) }
 }
 
 /// Asserts that `property`, and only it, is violated; returns its violations.
 fn only(report: &Report, property: Property) -> Vec<horus_core::Violation> {
-    assert_eq!(
-        report.properties(),
-        BTreeSet::from([property]),
-        "report:\n{report}"
-    );
+    assert_eq!(report.properties(), BTreeSet::from([property]), "report:\n{report}");
     report.of(property).cloned().collect()
 }
 
@@ -156,10 +135,8 @@ fn clean_primary_run_with_a_crash_between_two_views_has_no_violations() {
         .multicast(b, 2, Level::Safe, &[a, b])
         .multicast(b, 3, Level::Causal, &[b, a]);
     let history = h.build();
-    let report = check(
-        &history,
-        &promises(Membership::Primary, after, Some(Duration::from_secs(1))),
-    );
+    let report =
+        check(&history, &promises(Membership::Primary, after, Some(Duration::from_secs(1))));
     assert_ok(&report);
     assert_eq!(report.stats.processes, 3);
     assert_eq!(report.stats.views, 2);
@@ -188,10 +165,7 @@ fn clean_partition_and_merge_has_no_violations() {
         .multicast(b, 1, Level::Causal, &all)
         .multicast(d, 2, Level::Total, &all);
     let history = h.build();
-    let report = check(
-        &history,
-        &promises(Membership::Partitionable, Time::ZERO, None),
-    );
+    let report = check(&history, &promises(Membership::Partitionable, Time::ZERO, None));
     assert_ok(&report);
     // The same run breaks the primary component promise: two views share ltime 1.
     let primary = check(&history, &promises(Membership::Primary, Time::ZERO, None));
@@ -200,10 +174,7 @@ fn clean_partition_and_merge_has_no_violations() {
 
 #[test]
 fn empty_history_is_ok() {
-    assert_ok(&check(
-        &History::new(),
-        &promises(Membership::Primary, Time::ZERO, None),
-    ));
+    assert_ok(&check(&History::new(), &promises(Membership::Primary, Time::ZERO, None)));
 }
 
 // ---- one property at a time --------------------------------------------------------------
@@ -222,11 +193,7 @@ fn view_without_its_installer_breaks_self_inclusion() {
 fn view_ids_that_do_not_increase_break_local_monotonicity() {
     let v0 = view(0, &[p(0)], &[]);
     let v1 = view(1, &[p(0)], &[&v0]);
-    let h = H::new()
-        .view(p(0), &v1)
-        .view(p(0), &v0)
-        .view(p(0), &v0)
-        .build();
+    let h = H::new().view(p(0), &v1).view(p(0), &v0).view(p(0), &v0).build();
     let vs = only(&check(&h, &plain()), Property::LocalMonotonicity);
     assert_eq!(vs.len(), 2, "going back and installing the same id again");
     assert_eq!(vs[0].views, [v1.id, v0.id]);
@@ -236,10 +203,7 @@ fn view_ids_that_do_not_increase_break_local_monotonicity() {
 #[test]
 fn delivery_of_a_message_never_cast_breaks_delivery_integrity() {
     let v0 = view(0, &[p(0), p(1)], &[]);
-    let h = H::new()
-        .install(&[p(0), p(1)], &v0)
-        .deliver(p(1), p(0), 7, Level::Fifo)
-        .build();
+    let h = H::new().install(&[p(0), p(1)], &v0).deliver(p(1), p(0), 7, Level::Fifo).build();
     let vs = only(&check(&h, &plain()), Property::DeliveryIntegrity);
     assert_eq!(vs.len(), 1);
     assert_eq!(vs[0].processes[0], p(1));
@@ -254,14 +218,7 @@ fn delivery_with_a_wrong_sender_or_level_breaks_delivery_integrity() {
         .install(&[a, b], &v0)
         .cast(a, 1, Level::Total)
         .deliver(a, a, 1, Level::Total)
-        .record(
-            b,
-            Event::Deliver {
-                id: id(a, 1),
-                from: b,
-                level: Level::Fifo,
-            },
-        )
+        .record(b, Event::Deliver { id: id(a, 1), from: b, level: Level::Fifo })
         .build();
     let vs = only(&check(&h, &plain()), Property::DeliveryIntegrity);
     assert_eq!(vs.len(), 1);
@@ -274,11 +231,7 @@ fn delivery_with_a_wrong_sender_or_level_breaks_delivery_integrity() {
 fn delivery_before_its_own_cast_breaks_delivery_integrity() {
     let a = p(0);
     let v0 = view(0, &[a], &[]);
-    let h = H::new()
-        .view(a, &v0)
-        .deliver(a, a, 1, Level::Causal)
-        .cast(a, 1, Level::Causal)
-        .build();
+    let h = H::new().view(a, &v0).deliver(a, a, 1, Level::Causal).cast(a, 1, Level::Causal).build();
     let vs = only(&check(&h, &plain()), Property::DeliveryIntegrity);
     assert!(vs[0].detail.contains("before it was cast"), "{}", vs[0]);
 }
@@ -295,10 +248,7 @@ fn message_delivered_twice_breaks_no_duplication() {
         .build();
     let vs = only(&check(&h, &plain()), Property::NoDuplication);
     assert_eq!(vs.len(), 1);
-    assert_eq!(
-        (vs[0].processes.clone(), vs[0].messages.clone()),
-        (vec![b], vec![id(a, 1)])
-    );
+    assert_eq!((vs[0].processes.clone(), vs[0].messages.clone()), (vec![b], vec![id(a, 1)]));
 }
 
 #[test]
@@ -353,16 +303,9 @@ fn sender_that_moves_on_without_its_own_message_breaks_self_delivery() {
     let (a, b) = (p(0), p(1));
     let v0 = view(0, &[a, b], &[]);
     let v1 = view(1, &[a, b], &[&v0]);
-    let h = H::new()
-        .install(&[a, b], &v0)
-        .cast(a, 1, Level::Fifo)
-        .install(&[a, b], &v1)
-        .build();
+    let h = H::new().install(&[a, b], &v0).cast(a, 1, Level::Fifo).install(&[a, b], &v1).build();
     let vs = only(&check(&h, &plain()), Property::SelfDelivery);
-    assert_eq!(
-        (vs[0].processes.clone(), vs[0].messages.clone()),
-        (vec![a], vec![id(a, 1)])
-    );
+    assert_eq!((vs[0].processes.clone(), vs[0].messages.clone()), (vec![a], vec![id(a, 1)]));
 }
 
 #[test]
@@ -372,11 +315,7 @@ fn live_sender_that_never_delivers_its_own_message_breaks_self_delivery() {
     let h = H::new().view(a, &v0).cast(a, 1, Level::Fifo).build();
     only(&check(&h, &plain()), Property::SelfDelivery);
     // A sender that crashes in the view owes nothing.
-    let h = H::new()
-        .view(a, &v0)
-        .cast(a, 1, Level::Fifo)
-        .crash(a)
-        .build();
+    let h = H::new().view(a, &v0).cast(a, 1, Level::Fifo).crash(a).build();
     assert_ok(&check(&h, &plain()));
 }
 
@@ -387,9 +326,7 @@ fn fifo_inversion_is_reported_as_fifo_only() {
     let v0 = view(0, &all, &[]);
     let mut h = H::new().install(&all, &v0);
     for seq in 1..=5 {
-        h = h
-            .cast(b, seq, Level::Fifo)
-            .deliver_all(&[a, b], b, seq, Level::Fifo);
+        h = h.cast(b, seq, Level::Fifo).deliver_all(&[a, b], b, seq, Level::Fifo);
     }
     for seq in [1, 2, 3, 5, 4] {
         h = h.deliver(c, b, seq, Level::Fifo);
@@ -462,9 +399,7 @@ fn causality_through_a_chain_of_processes_is_checked() {
     let vs = only(&check(&h, &plain()), Property::Causal);
     let missed: BTreeSet<MsgId> = vs.iter().map(|v| v.messages[0]).collect();
     assert_eq!(missed, BTreeSet::from([id(a, 1), id(b, 1)]));
-    assert!(vs
-        .iter()
-        .all(|v| v.processes[0] == d && v.messages[1] == id(c, 1)));
+    assert!(vs.iter().all(|v| v.processes[0] == d && v.messages[1] == id(c, 1)));
 }
 
 #[test]
@@ -517,16 +452,8 @@ fn primary_view_without_a_majority_breaks_primary_component() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);
     let v1 = view(1, &[a], &[&v0]);
-    let h = H::new()
-        .install(&[a, b, c], &v0)
-        .crash(b)
-        .crash(c)
-        .view(a, &v1)
-        .build();
-    let primary = Promises {
-        membership: Membership::Primary,
-        liveness: None,
-    };
+    let h = H::new().install(&[a, b, c], &v0).crash(b).crash(c).view(a, &v1).build();
+    let primary = Promises { membership: Membership::Primary, liveness: None };
     let vs = only(&check(&h, &primary), Property::PrimaryComponent);
     assert_eq!(vs[0].views, [v0.id, v1.id]);
     assert!(vs[0].detail.contains("keeps 1 of the 3"), "{}", vs[0]);
@@ -538,15 +465,8 @@ fn primary_view_not_made_from_the_one_before_breaks_primary_component() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);
     let v1 = view(1, &[a, b], &[]);
-    let h = H::new()
-        .install(&[a, b, c], &v0)
-        .crash(c)
-        .install(&[a, b], &v1)
-        .build();
-    let primary = Promises {
-        membership: Membership::Primary,
-        liveness: None,
-    };
+    let h = H::new().install(&[a, b, c], &v0).crash(c).install(&[a, b], &v1).build();
+    let primary = Promises { membership: Membership::Primary, liveness: None };
     let vs = only(&check(&h, &primary), Property::PrimaryComponent);
     assert!(vs[0].detail.contains("does not name v0@p0.0"), "{}", vs[0]);
 }
@@ -555,19 +475,10 @@ fn primary_view_not_made_from_the_one_before_breaks_primary_component() {
 fn live_process_missing_a_delivered_message_of_the_last_view_breaks_liveness() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);
-    let h = H::new()
-        .install(&[a, b, c], &v0)
-        .multicast(a, 1, Level::Fifo, &[a, b])
-        .build();
-    let vs = only(
-        &check(&h, &promises(Membership::Static, Time::ZERO, None)),
-        Property::Liveness,
-    );
+    let h = H::new().install(&[a, b, c], &v0).multicast(a, 1, Level::Fifo, &[a, b]).build();
+    let vs = only(&check(&h, &promises(Membership::Static, Time::ZERO, None)), Property::Liveness);
     assert_eq!(vs.len(), 1);
-    assert_eq!(
-        (vs[0].processes.clone(), vs[0].messages.clone()),
-        (vec![c], vec![id(a, 1)])
-    );
+    assert_eq!((vs[0].processes.clone(), vs[0].messages.clone()), (vec![c], vec![id(a, 1)]));
     assert_ok(&check(&h, &plain()));
 }
 
@@ -575,11 +486,7 @@ fn live_process_missing_a_delivered_message_of_the_last_view_breaks_liveness() {
 fn message_of_a_crashed_sender_that_no_live_process_holds_is_not_owed() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b], &[]);
-    let h = H::new()
-        .install(&[a, b], &v0)
-        .cast(a, 1, Level::Fifo)
-        .crash(a)
-        .build();
+    let h = H::new().install(&[a, b], &v0).cast(a, 1, Level::Fifo).crash(a).build();
     // Static membership: the last view still holds the crashed process, which is fine.
     assert_ok(&check(&h, &promises(Membership::Static, Time::ZERO, None)));
     // Only the crashed sender itself delivered it: gone with it, owed to nobody.
@@ -588,10 +495,7 @@ fn message_of_a_crashed_sender_that_no_live_process_holds_is_not_owed() {
         .cast(b, 1, Level::Fifo)
         .deliver(b, b, 1, Level::Fifo)
         .crash(b);
-    assert_ok(&check(
-        &h.build(),
-        &promises(Membership::Static, Time::ZERO, None),
-    ));
+    assert_ok(&check(&h.build(), &promises(Membership::Static, Time::ZERO, None)));
     // A live process delivered it: every live process owes it.
     let v1 = view(0, &[a, b, c], &[]);
     let h = H::new()
@@ -627,10 +531,7 @@ fn last_view_holding_a_crashed_member_breaks_dynamic_liveness() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);
     let h = H::new().install(&[a, b, c], &v0).crash(c).build();
-    let vs = only(
-        &check(&h, &promises(Membership::Primary, Time::ZERO, None)),
-        Property::Liveness,
-    );
+    let vs = only(&check(&h, &promises(Membership::Primary, Time::ZERO, None)), Property::Liveness);
     assert_eq!(vs[0].processes, [c]);
     assert_ok(&check(&h, &promises(Membership::Static, Time::ZERO, None)));
 }
@@ -644,18 +545,11 @@ fn last_view_installed_after_the_bound_breaks_liveness() {
     let after = h.now();
     let h = h.view(a, &v1).view(b, &v1).build();
     // a installs v1 1 ms after `after`, b 2 ms after.
-    let tight = promises(
-        Membership::Primary,
-        after,
-        Some(Duration::from_micros(1500)),
-    );
+    let tight = promises(Membership::Primary, after, Some(Duration::from_micros(1500)));
     let vs = only(&check(&h, &tight), Property::Liveness);
     assert_eq!(vs.len(), 1);
     assert_eq!(vs[0].processes, [b]);
-    assert_ok(&check(
-        &h,
-        &promises(Membership::Primary, after, Some(Duration::from_millis(2))),
-    ));
+    assert_ok(&check(&h, &promises(Membership::Primary, after, Some(Duration::from_millis(2)))));
 }
 
 // ---- reports -----------------------------------------------------------------------------
@@ -669,18 +563,10 @@ fn violations_beyond_the_cap_are_counted_not_listed() {
         h = h.deliver(b, a, seq, Level::Fifo);
     }
     let report = check(&h.build(), &plain());
-    assert_eq!(
-        report.of(Property::DeliveryIntegrity).count(),
-        MAX_PER_PROPERTY
-    );
+    assert_eq!(report.of(Property::DeliveryIntegrity).count(), MAX_PER_PROPERTY);
     assert_eq!(report.left_off.get(&Property::DeliveryIntegrity), Some(&10));
     assert!(!report.is_ok());
-    assert!(
-        report
-            .to_string()
-            .ends_with("delivery integrity: ... and 10 more\n"),
-        "{report}"
-    );
+    assert!(report.to_string().ends_with("delivery integrity: ... and 10 more\n"), "{report}");
 }
 
 #[test]
@@ -721,11 +607,8 @@ impl Arbitrary for AnyHistory {
         let level = |g: &mut Gen| *g.choose(&Level::ALL).expect("non-empty");
         let views: Vec<View> = (0..4u64)
             .map(|ltime| {
-                let members: Vec<Endpoint> = endpoints
-                    .iter()
-                    .copied()
-                    .filter(|_| bool::arbitrary(g))
-                    .collect();
+                let members: Vec<Endpoint> =
+                    endpoints.iter().copied().filter(|_| bool::arbitrary(g)).collect();
                 let coord = pick(g);
                 let mut prev = Vec::new();
                 for l in 0..ltime {
@@ -733,11 +616,7 @@ impl Arbitrary for AnyHistory {
                         prev.push(ViewId::new(l, pick(g)));
                     }
                 }
-                View {
-                    id: ViewId::new(ltime % 3, coord),
-                    members,
-                    prev,
-                }
+                View { id: ViewId::new(ltime % 3, coord), members, prev }
             })
             .collect();
         let mut history = History::new();
@@ -746,9 +625,7 @@ impl Arbitrary for AnyHistory {
             let who = pick(g);
             let seq = u64::from(u8::arbitrary(g) % 5);
             let ev = match u8::arbitrary(g) % 10 {
-                0 | 1 => Event::View {
-                    view: g.choose(&views).expect("non-empty").clone(),
-                },
+                0 | 1 => Event::View { view: g.choose(&views).expect("non-empty").clone() },
                 2..=4 => Event::Cast {
                     id: id(if bool::arbitrary(g) { who } else { pick(g) }, seq),
                     level: level(g),
@@ -756,11 +633,7 @@ impl Arbitrary for AnyHistory {
                 5..=8 => {
                     let sender = pick(g);
                     let from = if bool::arbitrary(g) { sender } else { pick(g) };
-                    Event::Deliver {
-                        id: id(sender, seq),
-                        from,
-                        level: level(g),
-                    }
+                    Event::Deliver { id: id(sender, seq), from, level: level(g) }
                 }
                 _ => {
                     if bool::arbitrary(g) {
@@ -773,23 +646,13 @@ impl Arbitrary for AnyHistory {
             history.record(Time(u64::from(u16::arbitrary(g))), who, ev);
         }
         let membership = *g
-            .choose(&[
-                Membership::Static,
-                Membership::Primary,
-                Membership::Partitionable,
-            ])
+            .choose(&[Membership::Static, Membership::Primary, Membership::Partitionable])
             .expect("non-empty");
         let liveness = bool::arbitrary(g).then(|| Liveness {
             after: Time(u64::from(u16::arbitrary(g))),
             bound: bool::arbitrary(g).then(|| Duration::from_nanos(u64::from(u16::arbitrary(g)))),
         });
-        AnyHistory(
-            history,
-            Promises {
-                membership,
-                liveness,
-            },
-        )
+        AnyHistory(history, Promises { membership, liveness })
     }
 }
 
@@ -797,13 +660,9 @@ impl Arbitrary for AnyHistory {
 fn any_history_is_checked_without_panicking() {
     fn prop(h: AnyHistory) -> bool {
         let report = check(&h.0, &h.1);
-        Property::ALL
-            .iter()
-            .all(|&p| report.of(p).count() <= MAX_PER_PROPERTY)
+        Property::ALL.iter().all(|&p| report.of(p).count() <= MAX_PER_PROPERTY)
     }
-    QuickCheck::new()
-        .tests(2000)
-        .quickcheck(prop as fn(AnyHistory) -> bool);
+    QuickCheck::new().tests(2000).quickcheck(prop as fn(AnyHistory) -> bool);
 }
 
 #[test]
@@ -811,47 +670,26 @@ fn checking_the_same_history_twice_gives_the_same_report() {
     fn prop(h: AnyHistory) -> bool {
         check(&h.0, &h.1) == check(&h.0.clone(), &h.1)
     }
-    QuickCheck::new()
-        .tests(500)
-        .quickcheck(prop as fn(AnyHistory) -> bool);
+    QuickCheck::new().tests(500).quickcheck(prop as fn(AnyHistory) -> bool);
 }
 
 #[test]
 fn history_with_nonsense_events_is_checked_without_panicking() {
     let (a, b) = (p(0), p(1));
-    let empty = View {
-        id: ViewId::new(5, b),
-        members: vec![],
-        prev: vec![],
-    };
+    let empty = View { id: ViewId::new(5, b), members: vec![], prev: vec![] };
     let h = H::new()
         .crash(a)
         .view(a, &empty)
-        .record(
-            a,
-            Event::Cast {
-                id: id(b, 1),
-                level: Level::Safe,
-            },
-        )
+        .record(a, Event::Cast { id: id(b, 1), level: Level::Safe })
         .deliver(b, b, 1, Level::Safe)
         .exit(b)
         .deliver(b, a, 0, Level::Total)
         .cast(a, 1, Level::Safe)
         .cast(a, 1, Level::Fifo)
         .build();
-    let report = check(
-        &h,
-        &promises(Membership::Primary, Time::MAX, Some(Duration::MAX)),
-    );
+    let report = check(&h, &promises(Membership::Primary, Time::MAX, Some(Duration::MAX)));
     assert!(!report.is_ok());
-    assert_eq!(
-        report,
-        check(
-            &h,
-            &promises(Membership::Primary, Time::MAX, Some(Duration::MAX))
-        )
-    );
+    assert_eq!(report, check(&h, &promises(Membership::Primary, Time::MAX, Some(Duration::MAX))));
 }
 
 // ---- size --------------------------------------------------------------------------------
@@ -879,15 +717,7 @@ fn nine_processes_with_twenty_thousand_deliveries_check_clean() {
         let level = Level::ALL[step % 4];
         history.record(tick(), members[s], Event::Cast { id: msg, level });
         for &m in &members {
-            history.record(
-                tick(),
-                m,
-                Event::Deliver {
-                    id: msg,
-                    from: members[s],
-                    level,
-                },
-            );
+            history.record(tick(), m, Event::Deliver { id: msg, from: members[s], level });
         }
     }
     let report = check(&history, &promises(Membership::Primary, Time::ZERO, None));

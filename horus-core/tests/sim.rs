@@ -14,12 +14,7 @@ fn faulty(seed: u64) -> SimConfig {
     SimConfig {
         nodes: 5,
         seed,
-        link: LinkModel {
-            loss: 0.05,
-            dup: 0.02,
-            reorder: 0.1,
-            ..LinkModel::default()
-        },
+        link: LinkModel { loss: 0.05, dup: 0.02, reorder: 0.1, ..LinkModel::default() },
         faults: FaultConfig {
             partitions: true,
             crashes: true,
@@ -53,15 +48,7 @@ fn different_seeds_give_different_runs() {
 
 #[test]
 fn without_faults_best_effort_reaches_everyone() {
-    let out = simulate(
-        &none(),
-        &SimConfig {
-            nodes: 4,
-            seed: 3,
-            ..SimConfig::default()
-        },
-    )
-    .unwrap();
+    let out = simulate(&none(), &SimConfig { nodes: 4, seed: 3, ..SimConfig::default() }).unwrap();
     assert_eq!(out.stats.casts, 4 * 20);
     assert_eq!(out.stats.deliveries, 4 * out.stats.casts);
     assert_eq!(out.stats.corrupt, 0);
@@ -70,24 +57,15 @@ fn without_faults_best_effort_reaches_everyone() {
 #[test]
 fn loss_drops_datagrams_at_the_configured_rate() {
     let config = SimConfig {
-        link: LinkModel {
-            loss: 0.2,
-            ..LinkModel::default()
-        },
-        traffic: Traffic {
-            msgs: 200,
-            ..Traffic::default()
-        },
+        link: LinkModel { loss: 0.2, ..LinkModel::default() },
+        traffic: Traffic { msgs: 200, ..Traffic::default() },
         ..SimConfig::default()
     };
     let out = simulate(&none(), &config).unwrap();
     let rate = out.stats.dropped_loss as f64 / out.stats.datagrams as f64;
     assert!((0.17..0.23).contains(&rate), "{rate}");
     // Each lost datagram is one delivery fewer.
-    assert_eq!(
-        out.stats.deliveries,
-        5 * out.stats.casts - out.stats.dropped_loss
-    );
+    assert_eq!(out.stats.deliveries, 5 * out.stats.casts - out.stats.dropped_loss);
 }
 
 #[test]
@@ -141,30 +119,21 @@ fn a_paused_process_handles_its_queued_datagrams_when_it_resumes() {
     let config = SimConfig {
         script: vec![(
             Time::from_millis(500),
-            Fault::Pause {
-                node: 1,
-                pause: Duration::from_millis(1000),
-            },
+            Fault::Pause { node: 1, pause: Duration::from_millis(1000) },
         )],
         ..SimConfig::default()
     };
     let out = simulate(&none(), &config).unwrap();
     let p = &out.history.procs[&horus_core::Endpoint::new(1, 0)];
-    let during = p
-        .events
-        .iter()
-        .filter(|(t, _)| *t > Time::from_millis(500) && *t < pause_end)
-        .count();
+    let during =
+        p.events.iter().filter(|(t, _)| *t > Time::from_millis(500) && *t < pause_end).count();
     assert_eq!(during, 0, "a paused process does nothing");
     let at_resume = p
         .events
         .iter()
         .filter(|(t, e)| *t == pause_end && matches!(e, Event::Deliver { .. }))
         .count();
-    assert!(
-        at_resume > 0,
-        "what arrived during the pause is delivered at the resume"
-    );
+    assert!(at_resume > 0, "what arrived during the pause is delivered at the resume");
     // Nothing was lost: without loss everyone still gets everything.
     assert_eq!(out.stats.deliveries, 5 * out.stats.casts);
 }
@@ -185,37 +154,21 @@ fn a_one_way_link_failure_drops_one_direction_only() {
 #[test]
 fn levels_the_stack_lacks_are_refused() {
     let config = SimConfig {
-        traffic: Traffic {
-            levels: vec![Level::Total],
-            ..Traffic::default()
-        },
+        traffic: Traffic { levels: vec![Level::Total], ..Traffic::default() },
         ..SimConfig::default()
     };
     let err = simulate(&none(), &config).unwrap_err();
-    assert!(matches!(
-        err,
-        SimError::LevelNotOffered {
-            level: Level::Total,
-            ..
-        }
-    ));
+    assert!(matches!(err, SimError::LevelNotOffered { level: Level::Total, .. }));
     assert!(err.to_string().contains("best effort only"), "{err}");
 }
 
 #[test]
 fn restarts_without_membership_are_refused() {
     let config = SimConfig {
-        faults: FaultConfig {
-            crashes: true,
-            restarts: true,
-            ..FaultConfig::default()
-        },
+        faults: FaultConfig { crashes: true, restarts: true, ..FaultConfig::default() },
         ..SimConfig::default()
     };
-    assert!(matches!(
-        simulate(&none(), &config),
-        Err(SimError::RestartsNeedMembership(_))
-    ));
+    assert!(matches!(simulate(&none(), &config), Err(SimError::RestartsNeedMembership(_))));
 }
 
 #[test]
@@ -231,18 +184,12 @@ fn drawn_scenarios_keep_a_majority_up_and_end_whole() {
         let mut rng = horus_core::Rng::new(seed);
         let window = Duration::from_secs(2);
         let s = cfg.draw(7, window, &mut rng);
-        let crashes = s
-            .iter()
-            .filter(|(_, f)| matches!(f, Fault::Crash(_)))
-            .count();
+        let crashes = s.iter().filter(|(_, f)| matches!(f, Fault::Crash(_))).count();
         assert!(crashes <= 3, "seed {seed}: {crashes} crashes of 7");
         for (t, f) in &s {
             assert!(*t <= Time::ZERO + window, "seed {seed}: {f} at {t}");
             if let Fault::Pause { pause, .. } = f {
-                assert!(
-                    *t + *pause <= Time::ZERO + window,
-                    "seed {seed}: pause past the window"
-                );
+                assert!(*t + *pause <= Time::ZERO + window, "seed {seed}: pause past the window");
             }
         }
     }
@@ -255,12 +202,7 @@ fn the_checker_finds_what_best_effort_multicast_really_does_under_loss() {
     for seed in 0..20 {
         let config = SimConfig {
             seed,
-            link: LinkModel {
-                loss: 0.05,
-                dup: 0.02,
-                reorder: 0.1,
-                ..LinkModel::default()
-            },
+            link: LinkModel { loss: 0.05, dup: 0.02, reorder: 0.1, ..LinkModel::default() },
             ..SimConfig::default()
         };
         let out = simulate(&none(), &config).unwrap();
@@ -275,22 +217,36 @@ fn the_checker_finds_what_best_effort_multicast_really_does_under_loss() {
 #[test]
 fn on_a_clean_network_best_effort_passes_the_checker() {
     let config = SimConfig {
-        link: LinkModel {
-            jitter: Duration::ZERO,
-            ..LinkModel::default()
-        },
+        link: LinkModel { jitter: Duration::ZERO, ..LinkModel::default() },
         ..SimConfig::default()
     };
     for seed in 0..20 {
-        let out = simulate(
-            &none(),
-            &SimConfig {
-                seed,
-                ..config.clone()
-            },
-        )
-        .unwrap();
+        let out = simulate(&none(), &SimConfig { seed, ..config.clone() }).unwrap();
         let report = horus_core::check::check(&out.history, &out.promises);
         assert!(report.is_ok(), "seed {seed}: {report}");
     }
+}
+
+#[test]
+fn point_to_point_streams_are_checked_for_order_and_completeness() {
+    let sends = Traffic { sends: 30, ..Traffic::default() };
+    let clean = SimConfig {
+        link: LinkModel { jitter: Duration::ZERO, ..LinkModel::default() },
+        traffic: sends.clone(),
+        ..SimConfig::default()
+    };
+    let out = simulate(&none(), &clean).unwrap();
+    assert_eq!(out.stats.sends, 5 * 30);
+    assert_eq!(out.stats.send_deliveries, out.stats.sends);
+    assert!(out.stats.send_violations.is_empty(), "{:?}", out.stats.send_violations);
+    // Best effort loses and reorders: the oracle sees gaps and missing tails.
+    let lossy = SimConfig {
+        link: LinkModel { loss: 0.2, reorder: 0.3, ..LinkModel::default() },
+        traffic: sends,
+        ..SimConfig::default()
+    };
+    let out = simulate(&none(), &lossy).unwrap();
+    let v = &out.stats.send_violations;
+    assert!(v.iter().any(|s| s.contains("skipping")), "{v:?}");
+    assert!(v.iter().any(|s| s.contains("never delivered sends")), "{v:?}");
 }

@@ -51,10 +51,7 @@ impl Layer for Tag {
 
 fn tag(args: &mut Args<'_>, _: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
     let tag = args.u64("tag", 7)?;
-    Ok(Box::new(Tag {
-        tag: tag as u8,
-        bad_header: 0,
-    }))
+    Ok(Box::new(Tag { tag: tag as u8, bad_header: 0 }))
 }
 
 /// Sets a timer at `at` on init; when it fires, reports a suspicion of nobody to the
@@ -95,13 +92,8 @@ fn alarm(args: &mut Args<'_>, _: &ViewState) -> Result<Box<dyn Layer>, ParamErro
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    let info = |name, needs, gives, build| LayerInfo {
-        name,
-        doc: "test layer",
-        needs,
-        gives,
-        build,
-    };
+    let info =
+        |name, needs, gives, build| LayerInfo { name, doc: "test layer", needs, gives, build };
     r.add_layer(info("outer", Props::CAST, Props::NONE, tag));
     r.add_layer(info("inner", Props::CAST, Props::NONE, tag));
     r.add_layer(info("alarm", Props::NONE, Props::NONE, alarm));
@@ -121,12 +113,8 @@ fn pair(spec: &str) -> (Stack, Stack) {
     let view = Arc::new(View::initial(vec![e(0), e(1)]));
     let g = GroupName::new("g");
     let mk = |n| {
-        plan.build(
-            ViewState::new(g.clone(), e(n), view.clone()).unwrap(),
-            Rng::new(n),
-            Time::ZERO,
-        )
-        .unwrap()
+        plan.build(ViewState::new(g.clone(), e(n), view.clone()).unwrap(), Rng::new(n), Time::ZERO)
+            .unwrap()
     };
     (mk(0), mk(1))
 }
@@ -139,14 +127,8 @@ fn drain_up(s: &mut Stack) -> Vec<Up> {
 fn unknown_layer_is_named_with_the_known_ones() {
     let err = registry().plan("outer:mnakk").unwrap_err();
     let text = err.to_string();
-    assert!(
-        matches!(err, StackError::UnknownLayer { ref name, .. } if name == "mnakk"),
-        "{text}"
-    );
-    assert!(
-        text.contains("known layers: alarm, inner, outer, rel, rel2, tot"),
-        "{text}"
-    );
+    assert!(matches!(err, StackError::UnknownLayer { ref name, .. } if name == "mnakk"), "{text}");
+    assert!(text.contains("known layers: alarm, inner, outer, rel, rel2, tot"), "{text}");
     assert!(text.contains("presets: none, ordered-test"), "{text}");
 }
 
@@ -195,17 +177,11 @@ fn syntax_errors_say_what_is_wrong() {
 #[test]
 fn bad_parameters_are_refused_when_the_spec_is_checked() {
     let err = registry().plan("outer(tag=seven)").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "layer `outer`, parameter `tag`: `seven` is not a whole number"
-    );
+    assert_eq!(err.to_string(), "layer `outer`, parameter `tag`: `seven` is not a whole number");
     let err = registry().plan("alarm(at=soon)").unwrap_err();
     assert!(err.to_string().contains("not a duration"), "{err}");
     let err = registry().plan("outer(tagg=1)").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "layer `outer`, parameter `tagg`: no such parameter"
-    );
+    assert_eq!(err.to_string(), "layer `outer`, parameter `tagg`: no such parameter");
 }
 
 #[test]
@@ -244,26 +220,14 @@ fn a_cast_crosses_both_stacks_with_headers_in_layer_order() {
 #[test]
 fn sends_go_to_one_member_and_to_self_locally() {
     let (mut a, mut b) = pair("outer");
-    a.down(
-        Time(1),
-        Down::Send(Rank(1), Message::new(Bytes::from_static(b"x"))),
-    );
+    a.down(Time(1), Down::Send(Rank(1), Message::new(Bytes::from_static(b"x"))));
     let t = a.poll_transmit().unwrap();
     assert_eq!(t.dest, Dest::Member(e(1)));
     b.receive(Time(2), t.msg.to_bytes());
-    assert!(matches!(
-        drain_up(&mut b).as_slice(),
-        [Up::Send { from: Rank(0), .. }]
-    ));
-    a.down(
-        Time(3),
-        Down::Send(Rank(0), Message::new(Bytes::from_static(b"me"))),
-    );
+    assert!(matches!(drain_up(&mut b).as_slice(), [Up::Send { from: Rank(0), .. }]));
+    a.down(Time(3), Down::Send(Rank(0), Message::new(Bytes::from_static(b"me"))));
     assert!(a.poll_transmit().is_none());
-    assert!(matches!(
-        drain_up(&mut a).as_slice(),
-        [Up::Send { from: Rank(0), .. }]
-    ));
+    assert!(matches!(drain_up(&mut a).as_slice(), [Up::Send { from: Rank(0), .. }]));
     a.down(Time(4), Down::Send(Rank(9), Message::control()));
     assert_eq!(a.wire_counters().bad_rank, 1);
 }
@@ -272,11 +236,8 @@ fn sends_go_to_one_member_and_to_self_locally() {
 fn foreign_and_malformed_datagrams_are_dropped_and_counted() {
     let (mut a, mut b) = pair("outer");
     // Another view of the same group.
-    let other_view = Arc::new(View {
-        id: ViewId::new(1, e(0)),
-        members: vec![e(0), e(1)],
-        prev: vec![],
-    });
+    let other_view =
+        Arc::new(View { id: ViewId::new(1, e(0)), members: vec![e(0), e(1)], prev: vec![] });
     let plan = registry().plan("outer").unwrap();
     let mut c = plan
         .build(
@@ -290,11 +251,7 @@ fn foreign_and_malformed_datagrams_are_dropped_and_counted() {
     // Another group.
     let view = Arc::new(View::initial(vec![e(0), e(1)]));
     let mut d = plan
-        .build(
-            ViewState::new(GroupName::new("h"), e(0), view).unwrap(),
-            Rng::new(0),
-            Time::ZERO,
-        )
+        .build(ViewState::new(GroupName::new("h"), e(0), view).unwrap(), Rng::new(0), Time::ZERO)
         .unwrap();
     d.down(Time(1), Down::Cast(Message::control()));
     b.receive(Time(3), d.poll_transmit().unwrap().msg.to_bytes());
@@ -357,12 +314,7 @@ fn leaving_without_membership_exits_and_stops_the_stack() {
 fn building_for_a_view_without_us_is_an_error() {
     let plan = registry().plan("outer").unwrap();
     let view = Arc::new(View::initial(vec![e(0)]));
-    let vs = ViewState {
-        group: GroupName::new("g"),
-        endpoint: e(5),
-        view,
-        rank: Rank(0),
-    };
+    let vs = ViewState { group: GroupName::new("g"), endpoint: e(5), view, rank: Rank(0) };
     assert_eq!(
         plan.build(vs, Rng::new(0), Time::ZERO).unwrap_err(),
         StackError::NotMember { endpoint: e(5) }

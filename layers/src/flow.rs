@@ -241,9 +241,7 @@ impl Flow {
             Down::Cast(msg) => {
                 let len = msg.len() as u64;
                 let idle = self.others().all(|r| self.cast_in_flight(r) == 0);
-                idle || self
-                    .others()
-                    .all(|r| self.cast_in_flight(r) + len <= self.window)
+                idle || self.others().all(|r| self.cast_in_flight(r) + len <= self.window)
             }
             Down::Send(to, msg) if *to != self.me && to.index() < self.members.len() => {
                 let in_flight = self.send_in_flight(to.index());
@@ -325,10 +323,7 @@ impl Flow {
         m.cast_credited = m.cast_received;
         m.send_credited = m.send_received;
         let mut msg = Message::control().unreliable();
-        msg.push(&Header::Credit {
-            casts: m.cast_received,
-            sends: m.send_received,
-        });
+        msg.push(&Header::Credit { casts: m.cast_received, sends: m.send_received });
         cx.down(Down::Send(to, msg));
         self.stats.credits_sent += 1;
     }
@@ -393,10 +388,8 @@ mod tests {
     use super::*;
 
     fn harness(n: usize, rank: u32, params: &[(&str, &str)]) -> Harness {
-        let params: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let params: Vec<(String, String)> =
+            params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Harness::new(n, rank, |vs| {
             build(&mut Args::new("flow", &params), vs).expect("good parameters")
         })
@@ -426,10 +419,7 @@ mod tests {
     }
 
     fn credit(h: &mut Harness, from: u32, casts: u64, sends: u64) {
-        h.up(Up::Send {
-            from: Rank(from),
-            msg: arriving(Header::Credit { casts, sends }, 0),
-        });
+        h.up(Up::Send { from: Rank(from), msg: arriving(Header::Credit { casts, sends }, 0) });
     }
 
     #[test]
@@ -527,16 +517,10 @@ mod tests {
         let mut h = harness(2, 1, &[("window", "1000")]);
         let mut credits = Vec::new();
         for _ in 0..6 {
-            h.up(Up::Cast {
-                from: Rank(0),
-                msg: arriving(Header::Data, 100),
-            });
+            h.up(Up::Cast { from: Rank(0), msg: arriving(Header::Data, 100) });
             credits.extend(went_down(&mut h));
         }
-        h.up(Up::Send {
-            from: Rank(0),
-            msg: arriving(Header::Data, 250),
-        });
+        h.up(Up::Send { from: Rank(0), msg: arriving(Header::Data, 250) });
         credits.extend(went_down(&mut h));
         let c = |casts, sends| (Some(Rank(0)), Header::Credit { casts, sends }, 0);
         assert_eq!(credits, vec![c(300, 0), c(600, 0), c(600, 250)]);
@@ -546,23 +530,14 @@ mod tests {
     #[test]
     fn credit_request_is_answered_at_once() {
         let mut h = harness(2, 1, &[("window", "1000")]);
-        h.up(Up::Cast {
-            from: Rank(0),
-            msg: arriving(Header::Data, 100),
-        });
+        h.up(Up::Cast { from: Rank(0), msg: arriving(Header::Data, 100) });
         assert!(went_down(&mut h).is_empty());
-        h.up(Up::Cast {
-            from: Rank(0),
-            msg: arriving(Header::CreditRequest, 0),
-        });
+        h.up(Up::Cast { from: Rank(0), msg: arriving(Header::CreditRequest, 0) });
         let downs = h.take_downs();
         match downs.as_slice() {
             [Down::Send(Rank(0), m)] => {
                 assert!(m.is_unreliable());
-                let want = Header::Credit {
-                    casts: 100,
-                    sends: 0,
-                };
+                let want = Header::Credit { casts: 100, sends: 0 };
                 assert_eq!(m.clone().pop::<Header>(), Ok(want));
             }
             other => panic!("{other:?}"),
@@ -584,10 +559,7 @@ mod tests {
         ];
         assert_eq!(went_down(&mut h), want);
         assert_eq!(h.counter("cast_in_flight"), 100);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: arriving(Header::Pass, 900),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: arriving(Header::Pass, 900) });
         assert_eq!(h.take_ups().len(), 1);
         assert!(went_down(&mut h).is_empty());
     }
@@ -602,10 +574,7 @@ mod tests {
         assert_eq!(went_down(&mut h).len(), 10);
         // Our casts come back up: delivered, never credited.
         for _ in 0..5 {
-            h.up(Up::Cast {
-                from: Rank(0),
-                msg: arriving(Header::Data, 100),
-            });
+            h.up(Up::Cast { from: Rank(0), msg: arriving(Header::Data, 100) });
         }
         assert_eq!(h.take_ups().len(), 5);
         assert!(went_down(&mut h).is_empty());
@@ -631,24 +600,12 @@ mod tests {
             from: Rank(1),
             msg: Message::from_wire(Bytes::from_static(&[0xff, 0xff])),
         });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: Message::from_wire(Bytes::new()),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: Message::from_wire(Bytes::new()) });
         // Wrong kind, wrong sender, or credit for bytes never sent.
         let credit_cast = arriving(Header::Credit { casts: 0, sends: 0 }, 0);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: credit_cast,
-        });
-        h.up(Up::Send {
-            from: Rank(1),
-            msg: arriving(Header::CreditRequest, 0),
-        });
-        h.up(Up::Send {
-            from: Rank(5),
-            msg: arriving(Header::Data, 3),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: credit_cast });
+        h.up(Up::Send { from: Rank(1), msg: arriving(Header::CreditRequest, 0) });
+        h.up(Up::Send { from: Rank(5), msg: arriving(Header::Data, 3) });
         credit(&mut h, 1, 1, 0);
         assert!(h.take_ups().is_empty() && h.take_downs().is_empty());
         assert_eq!(h.counter("bad_header"), 6);
@@ -657,9 +614,7 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         let mut r = Registry::new();
-        r.add_layer(INFO)
-            .add_layer(RC)
-            .add_layer(crate::pt2pt::INFO);
+        r.add_layer(INFO).add_layer(RC).add_layer(crate::pt2pt::INFO);
         for spec in ["flow(window=0):rc:pt2pt", "flow(retry=0s):rc:pt2pt"] {
             assert!(r.plan(spec).is_err(), "{spec}");
         }
@@ -705,10 +660,7 @@ mod tests {
         const CASTS: u32 = 100;
         const SENDS: u32 = 20;
         let mut registry = Registry::new();
-        registry
-            .add_layer(INFO)
-            .add_layer(RC)
-            .add_layer(crate::pt2pt::INFO);
+        registry.add_layer(INFO).add_layer(RC).add_layer(crate::pt2pt::INFO);
         let plan = registry.plan("flow(window=8k):rc:pt2pt").unwrap();
         let e = |n| Endpoint::new(n, 0);
         let view = Arc::new(View::initial(vec![e(0), e(1), e(2)]));
@@ -814,14 +766,8 @@ mod tests {
             assert!(cast_in_flight <= WINDOW && send_in_flight <= WINDOW);
             let cast_unread = (casts_out - casts_got[2].len() as u64) * LEN as u64;
             let send_unread = (sends_out - sends_got.len() as u64) * LEN as u64;
-            assert!(
-                cast_unread <= WINDOW,
-                "step {step}: {cast_unread} cast bytes"
-            );
-            assert!(
-                send_unread <= WINDOW,
-                "step {step}: {send_unread} send bytes"
-            );
+            assert!(cast_unread <= WINDOW, "step {step}: {cast_unread} cast bytes");
+            assert!(send_unread <= WINDOW, "step {step}: {send_unread} send bytes");
             most_in_flight = most_in_flight.max(cast_unread);
         }
         for got in &casts_got {

@@ -103,11 +103,7 @@ enum Partial {
     #[default]
     Idle,
     /// Fragments `0..next` of a `count`-fragment message are in `buf`.
-    Filling {
-        next: u64,
-        count: u64,
-        buf: BytesMut,
-    },
+    Filling { next: u64, count: u64, buf: BytesMut },
     /// A message being dropped (too large): its fragments are passed over until the last.
     Skipping { next: u64, count: u64 },
 }
@@ -184,13 +180,7 @@ impl Layer for Frag {
 impl Frag {
     fn new(size: usize, max: usize, nmembers: usize) -> Self {
         let idle = || (0..nmembers).map(|_| Partial::Idle).collect();
-        Frag {
-            size,
-            max,
-            casts: idle(),
-            sends: idle(),
-            stats: Stats::default(),
-        }
+        Frag { size, max, casts: idle(), sends: idle(), stats: Stats::default() }
     }
 
     /// A cast or send from above: whole, or cut into fragments.
@@ -220,10 +210,7 @@ impl Frag {
             }
             frag.set_level(msg.level());
             frag.set_unreliable(msg.is_unreliable());
-            frag.push(&Header::Frag {
-                index: index as u64,
-                count: count as u64,
-            });
+            frag.push(&Header::Frag { index: index as u64, count: count as u64 });
             cx.down(wrap(frag));
         }
         self.stats.fragmented += 1;
@@ -252,10 +239,7 @@ impl Frag {
             Kind::Send => &mut self.sends,
         };
         // A sender cuts only messages longer than one fragment.
-        let Some(slot) = table
-            .get_mut(from.index())
-            .filter(|_| count >= 2 && index < count)
-        else {
+        let Some(slot) = table.get_mut(from.index()).filter(|_| count >= 2 && index < count) else {
             self.stats.bad_header += 1;
             return;
         };
@@ -285,11 +269,7 @@ impl Frag {
                 return;
             }
             let cap = (count.saturating_mul(part as u64)).min(self.max as u64) as usize;
-            *slot = Partial::Filling {
-                next: 0,
-                count,
-                buf: BytesMut::with_capacity(cap),
-            };
+            *slot = Partial::Filling { next: 0, count, buf: BytesMut::with_capacity(cap) };
         }
         let last = index + 1 == count;
         match slot {
@@ -299,10 +279,7 @@ impl Frag {
                     *slot = if last {
                         Partial::Idle
                     } else {
-                        Partial::Skipping {
-                            next: index + 1,
-                            count,
-                        }
+                        Partial::Skipping { next: index + 1, count }
                     };
                     return;
                 }
@@ -344,9 +321,7 @@ mod tests {
     }
 
     fn bytes(n: usize, seed: u8) -> Bytes {
-        (0..n)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-            .collect()
+        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8).collect()
     }
 
     /// What went down, as the receiver gets it off the wire.
@@ -362,10 +337,7 @@ mod tests {
 
     fn cast_up(h: &mut Harness, from: u32, msgs: Vec<Message>) {
         for msg in msgs {
-            h.up(Up::Cast {
-                from: Rank(from),
-                msg,
-            });
+            h.up(Up::Cast { from: Rank(from), msg });
         }
     }
 
@@ -385,9 +357,7 @@ mod tests {
         msg.push(&0xabcd_u32); // 3 bytes as a varint: 99 bytes
         msg.push(&0u8); // 100 bytes
         h.down(Down::Cast(msg));
-        let Some(Down::Cast(m)) = only(h.take_downs()) else {
-            panic!()
-        };
+        let Some(Down::Cast(m)) = only(h.take_downs()) else { panic!() };
         assert_eq!(m.len(), 101);
         assert_eq!(frag_header(&m), Header::Whole);
         assert_eq!(h.counter("fragmented"), 0);
@@ -401,21 +371,13 @@ mod tests {
         let downs = h.take_downs();
         assert_eq!(downs.len(), 3);
         for (i, d) in downs.iter().enumerate() {
-            let Down::Send(Rank(2), m) = d else {
-                panic!("{d:?}")
-            };
+            let Down::Send(Rank(2), m) = d else { panic!("{d:?}") };
             assert_eq!(m.level(), Level::Total);
             assert_eq!(m.payload().len(), [100, 100, 50][i]);
-            let hdr = Header::Frag {
-                index: i as u64,
-                count: 3,
-            };
+            let hdr = Header::Frag { index: i as u64, count: 3 };
             assert_eq!(frag_header(m), hdr);
         }
-        assert_eq!(
-            (h.counter("fragmented"), h.counter("fragments_sent")),
-            (1, 3)
-        );
+        assert_eq!((h.counter("fragmented"), h.counter("fragments_sent")), (1, 3));
     }
 
     #[test]
@@ -439,9 +401,7 @@ mod tests {
     fn an_unreliable_message_is_never_fragmented() {
         let mut h = harness(10, 1 << 20);
         h.down(Down::Cast(Message::new(bytes(50, 4)).unreliable()));
-        let Some(Down::Cast(m)) = only(h.take_downs()) else {
-            panic!()
-        };
+        let Some(Down::Cast(m)) = only(h.take_downs()) else { panic!() };
         assert!(m.is_unreliable());
         assert_eq!(frag_header(&m), Header::Whole);
         assert_eq!(h.counter("unreliable_oversize"), 1);
@@ -455,13 +415,7 @@ mod tests {
         msg.push(&[1u8; 10]);
         a.down(Down::Cast(msg));
         cast_up(&mut b, 0, wire(a.take_downs()));
-        let Some(Up::Cast {
-            from: Rank(0),
-            mut msg,
-        }) = only(b.take_ups())
-        else {
-            panic!()
-        };
+        let Some(Up::Cast { from: Rank(0), mut msg }) = only(b.take_ups()) else { panic!() };
         assert_eq!(msg.pop::<[u8; 10]>().unwrap(), [1; 10]);
         assert_eq!(msg.pop::<(u64, u8)>().unwrap(), (300, 9));
         assert_eq!(msg.payload(), &bytes(40, 5));
@@ -475,9 +429,7 @@ mod tests {
         let mut frags = wire(a.take_downs());
         frags[2].set_level(Level::Safe); // as the layers below restore it
         cast_up(&mut b, 1, frags);
-        let Some(Up::Cast { msg, .. }) = only(b.take_ups()) else {
-            panic!()
-        };
+        let Some(Up::Cast { msg, .. }) = only(b.take_ups()) else { panic!() };
         assert_eq!(msg.level(), Level::Safe);
     }
 
@@ -491,18 +443,9 @@ mod tests {
         let other = cast.clone();
         // Interleave: a cast from 1, a send from 1 and a cast from 2, fragment by fragment.
         for ((c, s), o) in cast.into_iter().zip(send).zip(other) {
-            b.up(Up::Cast {
-                from: Rank(1),
-                msg: c,
-            });
-            b.up(Up::Send {
-                from: Rank(1),
-                msg: s,
-            });
-            b.up(Up::Cast {
-                from: Rank(2),
-                msg: o,
-            });
+            b.up(Up::Cast { from: Rank(1), msg: c });
+            b.up(Up::Send { from: Rank(1), msg: s });
+            b.up(Up::Cast { from: Rank(2), msg: o });
         }
         let ups = b.take_ups();
         assert_eq!(ups.len(), 3);
@@ -540,25 +483,13 @@ mod tests {
     fn a_train_announcing_more_than_max_is_dropped_without_allocating() {
         let mut b = harness(1000, 10_000);
         let mut first = Message::new(bytes(1000, 11));
-        first.push(&Header::Frag {
-            index: 0,
-            count: u64::MAX,
-        });
-        b.up(Up::Cast {
-            from: Rank(1),
-            msg: Message::from_wire(first.to_bytes()),
-        });
+        first.push(&Header::Frag { index: 0, count: u64::MAX });
+        b.up(Up::Cast { from: Rank(1), msg: Message::from_wire(first.to_bytes()) });
         assert_eq!(b.counter("too_large"), 1);
         // The rest of that train is passed over quietly.
         let mut next = Message::new(bytes(1000, 11));
-        next.push(&Header::Frag {
-            index: 1,
-            count: u64::MAX,
-        });
-        b.up(Up::Cast {
-            from: Rank(1),
-            msg: next,
-        });
+        next.push(&Header::Frag { index: 1, count: u64::MAX });
+        b.up(Up::Cast { from: Rank(1), msg: next });
         assert_eq!(b.counter("bad_sequence"), 0);
         assert!(b.take_ups().is_empty());
     }
@@ -588,10 +519,7 @@ mod tests {
     fn bad_headers_are_dropped_and_counted() {
         let mut b = harness(10, 100);
         for raw in [&[9u8][..], &[], &[1, 5, 2], &[1, 0, 1], &[1, 0x80]] {
-            b.up(Up::Send {
-                from: Rank(1),
-                msg: Message::from_wire(Bytes::copy_from_slice(raw)),
-            });
+            b.up(Up::Send { from: Rank(1), msg: Message::from_wire(Bytes::copy_from_slice(raw)) });
         }
         // A fragment from a rank outside the view.
         b.up(Up::Cast {
@@ -613,10 +541,8 @@ mod tests {
 
     #[test]
     fn parameters_are_read_with_defaults() {
-        let vs = ViewState::singleton(
-            horus_core::GroupName::new("g"),
-            horus_core::Endpoint::new(0, 0),
-        );
+        let vs =
+            ViewState::singleton(horus_core::GroupName::new("g"), horus_core::Endpoint::new(0, 0));
         let params = [("size".to_string(), "64000".to_string())];
         assert!(build(&mut Args::new("frag", &params), &vs).is_ok());
         let params = [("size".to_string(), "0".to_string())];
@@ -697,10 +623,7 @@ mod tests {
             build: |_, _| Ok(Box::new(Above)),
         });
         let plan = r.plan(spec).unwrap();
-        let view = Arc::new(View::initial(vec![
-            Endpoint::new(0, 0),
-            Endpoint::new(1, 0),
-        ]));
+        let view = Arc::new(View::initial(vec![Endpoint::new(0, 0), Endpoint::new(1, 0)]));
         let mk = |n: u64| {
             let vs = ViewState::new(GroupName::new("g"), Endpoint::new(n, 0), view.clone());
             plan.build(vs.unwrap(), Rng::new(n), Time::ZERO).unwrap()
@@ -722,24 +645,12 @@ mod tests {
         }
         assert_eq!(datagrams, 2 * (16usize << 20).div_ceil(1400));
         // The sender delivers its own cast, reassembled too.
-        match std::iter::from_fn(|| a.poll_up())
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        match std::iter::from_fn(|| a.poll_up()).collect::<Vec<_>>().as_slice() {
             [Up::Cast { from: Rank(0), msg }] => assert!(msg.payload() == &big),
             other => panic!("{other:?}"),
         }
-        match std::iter::from_fn(|| b.poll_up())
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            [Up::Cast {
-                from: Rank(0),
-                msg: c,
-            }, Up::Send {
-                from: Rank(0),
-                msg: s,
-            }] => {
+        match std::iter::from_fn(|| b.poll_up()).collect::<Vec<_>>().as_slice() {
+            [Up::Cast { from: Rank(0), msg: c }, Up::Send { from: Rank(0), msg: s }] => {
                 assert!(c.payload() == &big);
                 assert!(s.payload() == &big[1..]);
             }
@@ -757,10 +668,7 @@ mod tests {
         msg.push_raw(hdr);
         a.down(Down::Send(Rank(1), msg));
         for m in wire(a.take_downs()) {
-            b.up(Up::Send {
-                from: Rank(0),
-                msg: m,
-            });
+            b.up(Up::Send { from: Rank(0), msg: m });
         }
         match b.take_ups().as_mut_slice() {
             [Up::Send { from: Rank(0), msg }] => {

@@ -135,10 +135,7 @@ impl Mnak {
     }
 
     fn buffered(&self) -> u64 {
-        self.senders
-            .iter()
-            .map(|s| s.buf.iter().filter(|m| m.is_some()).count() as u64)
-            .sum()
+        self.senders.iter().map(|s| s.buf.iter().filter(|m| m.is_some()).count() as u64).sum()
     }
 
     /// A cast of `from`, first-hand or resent.
@@ -163,10 +160,7 @@ impl Mnak {
         s.highest = s.highest.max(seqno.next());
         // Deliver what is now in order.
         while let Some(Some(m)) = s.buf.get((s.expected.0 - s.base.0) as usize) {
-            cx.up(Up::Cast {
-                from,
-                msg: m.clone(),
-            });
+            cx.up(Up::Cast { from, msg: m.clone() });
             s.expected = s.expected.next();
             self.stats.delivered += 1;
         }
@@ -205,11 +199,7 @@ impl Mnak {
                 seqno += 1;
             }
             let mut msg = Message::control().unreliable();
-            msg.push(&Header::Nak {
-                origin,
-                lo: Seqno(lo),
-                hi: Seqno(seqno),
-            });
+            msg.push(&Header::Nak { origin, lo: Seqno(lo), hi: Seqno(seqno) });
             self.stats.naks_sent += 1;
             cx.down(Down::Send(Rank(target as u32), msg));
         }
@@ -356,9 +346,7 @@ mod tests {
     use quickcheck::quickcheck;
 
     fn mnak(n: usize, rank: u32) -> Harness {
-        Harness::new(n, rank, |vs| {
-            Box::new(Mnak::new(vs, Duration::from_millis(10), 1 << 16))
-        })
+        Harness::new(n, rank, |vs| Box::new(Mnak::new(vs, Duration::from_millis(10), 1 << 16)))
     }
 
     /// Sender `rank`'s cast `seqno` as it arrives from the network.
@@ -406,52 +394,27 @@ mod tests {
             .collect();
         assert_eq!(
             seqnos,
-            vec![
-                Header::Data(Seqno(0)),
-                Header::Data(Seqno(1)),
-                Header::Data(Seqno(2))
-            ]
+            vec![Header::Data(Seqno(0)), Header::Data(Seqno(1)), Header::Data(Seqno(2))]
         );
     }
 
     #[test]
     fn out_of_order_casts_are_delivered_in_order() {
         let mut h = mnak(3, 0);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(1, b"b"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(1, b"b") });
         assert!(delivered(&mut h).is_empty());
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(0, b"a"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(0, b"a") });
         let got: Vec<Bytes> = delivered(&mut h).into_iter().map(|(_, p)| p).collect();
-        assert_eq!(
-            got,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
-        );
+        assert_eq!(got, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
     }
 
     #[test]
     fn duplicate_cast_is_delivered_once() {
         let mut h = mnak(3, 0);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(0, b"a"),
-        });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(0, b"a"),
-        });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(2, b"c"),
-        });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(2, b"c"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(0, b"a") });
+        h.up(Up::Cast { from: Rank(1), msg: data(0, b"a") });
+        h.up(Up::Cast { from: Rank(1), msg: data(2, b"c") });
+        h.up(Up::Cast { from: Rank(1), msg: data(2, b"c") });
         assert_eq!(delivered(&mut h).len(), 1);
         assert_eq!(h.counter("dup"), 2);
     }
@@ -459,20 +422,10 @@ mod tests {
     #[test]
     fn a_gap_is_nakked_to_the_sender_at_once() {
         let mut h = mnak(3, 0);
-        h.up(Up::Cast {
-            from: Rank(2),
-            msg: data(3, b"d"),
-        });
+        h.up(Up::Cast { from: Rank(2), msg: data(3, b"d") });
         assert_eq!(
             naks(&mut h),
-            vec![(
-                Rank(2),
-                Header::Nak {
-                    origin: Rank(2),
-                    lo: Seqno(0),
-                    hi: Seqno(3)
-                }
-            )]
+            vec![(Rank(2), Header::Nak { origin: Rank(2), lo: Seqno(0), hi: Seqno(3) })]
         );
     }
 
@@ -480,10 +433,7 @@ mod tests {
     fn every_hole_is_nakked_and_nothing_held_is_asked_for() {
         let mut h = mnak(3, 0);
         for s in [1, 2, 5, 7] {
-            h.up(Up::Cast {
-                from: Rank(2),
-                msg: data(s, b"x"),
-            });
+            h.up(Up::Cast { from: Rank(2), msg: data(s, b"x") });
         }
         h.take_downs();
         h.advance(Duration::from_millis(10));
@@ -502,10 +452,7 @@ mod tests {
         // Birman ch. 13: a receiver keeps asking until the gap closes; asking the other members
         // covers a sender that failed after some of them got the cast.
         let mut h = mnak(3, 1);
-        h.up(Up::Cast {
-            from: Rank(0),
-            msg: data(1, b"b"),
-        });
+        h.up(Up::Cast { from: Rank(0), msg: data(1, b"b") });
         assert_eq!(naks(&mut h)[0].0, Rank(0));
         h.advance(Duration::from_millis(5));
         assert!(naks(&mut h).is_empty(), "no repeat before a sweep");
@@ -513,39 +460,19 @@ mod tests {
         // Rank 1 is us: the second nak goes to rank 2.
         assert_eq!(
             naks(&mut h),
-            vec![(
-                Rank(2),
-                Header::Nak {
-                    origin: Rank(0),
-                    lo: Seqno(0),
-                    hi: Seqno(1)
-                }
-            )]
+            vec![(Rank(2), Header::Nak { origin: Rank(0), lo: Seqno(0), hi: Seqno(1) })]
         );
     }
 
     #[test]
     fn a_nak_is_answered_from_the_buffer_of_delivered_casts() {
         let mut h = mnak(3, 0);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(0, b"a"),
-        });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(1, b"b"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(0, b"a") });
+        h.up(Up::Cast { from: Rank(1), msg: data(1, b"b") });
         let mut nak = Message::control();
-        nak.push(&Header::Nak {
-            origin: Rank(1),
-            lo: Seqno(0),
-            hi: Seqno(3),
-        });
+        nak.push(&Header::Nak { origin: Rank(1), lo: Seqno(0), hi: Seqno(3) });
         h.take_downs();
-        h.up(Up::Send {
-            from: Rank(2),
-            msg: Message::from_wire(nak.to_bytes()),
-        });
+        h.up(Up::Send { from: Rank(2), msg: Message::from_wire(nak.to_bytes()) });
         let resent: Vec<(Rank, Header, Bytes)> = h
             .take_downs()
             .into_iter()
@@ -563,18 +490,12 @@ mod tests {
             vec![
                 (
                     Rank(2),
-                    Header::Retrans {
-                        origin: Rank(1),
-                        seqno: Seqno(0)
-                    },
+                    Header::Retrans { origin: Rank(1), seqno: Seqno(0) },
                     Bytes::from_static(b"a")
                 ),
                 (
                     Rank(2),
-                    Header::Retrans {
-                        origin: Rank(1),
-                        seqno: Seqno(1)
-                    },
+                    Header::Retrans { origin: Rank(1), seqno: Seqno(1) },
                     Bytes::from_static(b"b")
                 ),
             ]
@@ -585,19 +506,10 @@ mod tests {
     #[test]
     fn a_retransmission_fills_the_gap() {
         let mut h = mnak(3, 0);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(1, b"b"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(1, b"b") });
         let mut m = Message::new(Bytes::from_static(b"a"));
-        m.push(&Header::Retrans {
-            origin: Rank(1),
-            seqno: Seqno(0),
-        });
-        h.up(Up::Send {
-            from: Rank(2),
-            msg: Message::from_wire(m.to_bytes()),
-        });
+        m.push(&Header::Retrans { origin: Rank(1), seqno: Seqno(0) });
+        h.up(Up::Send { from: Rank(2), msg: Message::from_wire(m.to_bytes()) });
         assert_eq!(delivered(&mut h).len(), 2);
         assert_eq!(h.counter("retrans_received"), 1);
     }
@@ -620,10 +532,7 @@ mod tests {
         // Once our cast is stable (it came back to us and everyone holds it), silence.
         let mut own = Message::control();
         own.push(&Header::Data(Seqno(0)));
-        h.up(Up::Cast {
-            from: Rank(0),
-            msg: Message::from_wire(own.to_bytes()),
-        });
+        h.up(Up::Cast { from: Rank(0), msg: Message::from_wire(own.to_bytes()) });
         h.down(Down::Stable(vec![Seqno(1), Seqno(0)]));
         h.take_downs();
         h.advance(Duration::from_millis(50));
@@ -635,20 +544,10 @@ mod tests {
         let mut h = mnak(2, 0);
         let mut t = Message::control();
         t.push(&Header::Tail(Seqno(2)));
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: Message::from_wire(t.to_bytes()),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: Message::from_wire(t.to_bytes()) });
         assert_eq!(
             naks(&mut h),
-            vec![(
-                Rank(1),
-                Header::Nak {
-                    origin: Rank(1),
-                    lo: Seqno(0),
-                    hi: Seqno(2)
-                }
-            )]
+            vec![(Rank(1), Header::Nak { origin: Rank(1), lo: Seqno(0), hi: Seqno(2) })]
         );
     }
 
@@ -656,32 +555,21 @@ mod tests {
     fn stability_frees_the_retransmission_buffer() {
         let mut h = mnak(2, 0);
         for i in 0..4 {
-            h.up(Up::Cast {
-                from: Rank(1),
-                msg: data(i, b"x"),
-            });
+            h.up(Up::Cast { from: Rank(1), msg: data(i, b"x") });
         }
         assert_eq!(h.counter("buffered"), 4);
         h.down(Down::Stable(vec![Seqno(0), Seqno(3)]));
         assert_eq!(h.counter("buffered"), 1);
         // Stability never frees what we have not delivered.
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(6, b"x"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: data(6, b"x") });
         h.down(Down::Stable(vec![Seqno(0), Seqno(9)]));
         assert_eq!(h.counter("buffered"), 1);
     }
 
     #[test]
     fn casts_far_past_the_window_are_dropped_and_counted() {
-        let mut h = Harness::new(2, 0, |vs| {
-            Box::new(Mnak::new(vs, Duration::from_millis(10), 8))
-        });
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: data(8, b"x"),
-        });
+        let mut h = Harness::new(2, 0, |vs| Box::new(Mnak::new(vs, Duration::from_millis(10), 8)));
+        h.up(Up::Cast { from: Rank(1), msg: data(8, b"x") });
         assert_eq!(h.counter("out_of_window"), 1);
         assert_eq!(h.counter("buffered"), 0);
     }
@@ -690,15 +578,10 @@ mod tests {
     fn unreliable_casts_pass_unnumbered_both_ways() {
         let mut h = mnak(2, 0);
         h.down(Down::Cast(Message::control().unreliable()));
-        let Down::Cast(m) = h.take_downs().remove(0) else {
-            panic!()
-        };
+        let Down::Cast(m) = h.take_downs().remove(0) else { panic!() };
         let mut m = Message::from_wire(m.to_bytes());
         assert_eq!(m.clone().pop::<Header>().unwrap(), Header::Unreliable);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: m.clone(),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: m.clone() });
         assert!(matches!(h.take_ups().as_slice(), [Up::Cast { msg, .. }] if msg.is_unreliable()));
         m.pop::<Header>().unwrap();
         assert_eq!(h.counter("casts"), 0);
@@ -712,15 +595,8 @@ mod tests {
             msg: Message::from_wire(Bytes::from_static(&[0xff, 0xff])),
         });
         let mut nak = Message::control();
-        nak.push(&Header::Nak {
-            origin: Rank(9),
-            lo: Seqno(0),
-            hi: Seqno(u64::MAX),
-        });
-        h.up(Up::Send {
-            from: Rank(1),
-            msg: Message::from_wire(nak.to_bytes()),
-        });
+        nak.push(&Header::Nak { origin: Rank(9), lo: Seqno(0), hi: Seqno(u64::MAX) });
+        h.up(Up::Send { from: Rank(1), msg: Message::from_wire(nak.to_bytes()) });
         assert_eq!(h.counter("bad_header"), 2);
     }
 

@@ -346,14 +346,8 @@ mod tests {
         for d in a.take_downs() {
             let from = Rank(0);
             match d {
-                Down::Cast(m) => b.up(Up::Cast {
-                    from,
-                    msg: Message::from_wire(m.to_bytes()),
-                }),
-                Down::Send(_, m) => b.up(Up::Send {
-                    from,
-                    msg: Message::from_wire(m.to_bytes()),
-                }),
+                Down::Cast(m) => b.up(Up::Cast { from, msg: Message::from_wire(m.to_bytes()) }),
+                Down::Send(_, m) => b.up(Up::Send { from, msg: Message::from_wire(m.to_bytes()) }),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -375,26 +369,20 @@ mod tests {
         for p in [&b"a"[..], b"bb", b"", b"ccc"] {
             a.down(Down::Cast(msg(p)));
         }
-        assert!(
-            a.take_downs().is_empty(),
-            "nothing leaves before the turn ends"
-        );
+        assert!(a.take_downs().is_empty(), "nothing leaves before the turn ends");
         assert_eq!(a.next_timer(), Some(a.now()));
         a.advance(Duration::ZERO);
         let downs = a.take_downs();
         assert_eq!(downs.len(), 1);
         b.up(match downs.into_iter().next() {
-            Some(Down::Cast(m)) => Up::Cast {
-                from: Rank(2),
-                msg: Message::from_wire(m.to_bytes()),
-            },
+            Some(Down::Cast(m)) => {
+                Up::Cast { from: Rank(2), msg: Message::from_wire(m.to_bytes()) }
+            }
             other => panic!("{other:?}"),
         });
         let ups = b.take_ups();
         assert_eq!(payloads(&ups), [&b"a"[..], b"bb", b"", b"ccc"]);
-        assert!(ups
-            .iter()
-            .all(|u| matches!(u, Up::Cast { from: Rank(2), .. })));
+        assert!(ups.iter().all(|u| matches!(u, Up::Cast { from: Rank(2), .. })));
         assert_eq!((a.counter("packs"), a.counter("packed_msgs")), (1, 4));
         assert_eq!(b.counter("unpacked"), 4);
     }
@@ -407,11 +395,7 @@ mod tests {
             a.down(Down::Cast(msg(&[i; 10])));
         }
         let first = a.take_downs();
-        assert_eq!(
-            first.len(),
-            1,
-            "four fit in 45 bytes, the fifth flushes them"
-        );
+        assert_eq!(first.len(), 1, "four fit in 45 bytes, the fifth flushes them");
         let Down::Cast(m) = &first[0] else { panic!() };
         assert_eq!(m.len(), 1 + 1 + 4 * 11);
         a.advance(Duration::ZERO);
@@ -419,17 +403,11 @@ mod tests {
         assert_eq!(second.len(), 1);
         for d in first.into_iter().chain(second) {
             let Down::Cast(m) = d else { panic!() };
-            b.up(Up::Cast {
-                from: Rank(0),
-                msg: Message::from_wire(m.to_bytes()),
-            });
+            b.up(Up::Cast { from: Rank(0), msg: Message::from_wire(m.to_bytes()) });
         }
         let ups = b.take_ups();
         let expected: Vec<[u8; 10]> = (0..5).map(|i| [i; 10]).collect();
-        assert_eq!(
-            payloads(&ups),
-            expected.iter().map(|p| &p[..]).collect::<Vec<_>>()
-        );
+        assert_eq!(payloads(&ups), expected.iter().map(|p| &p[..]).collect::<Vec<_>>());
     }
 
     #[test]
@@ -445,10 +423,7 @@ mod tests {
         assert_eq!(m.len(), 102);
         for d in downs {
             let Down::Cast(m) = d else { panic!() };
-            b.up(Up::Cast {
-                from: Rank(0),
-                msg: Message::from_wire(m.to_bytes()),
-            });
+            b.up(Up::Cast { from: Rank(0), msg: Message::from_wire(m.to_bytes()) });
         }
         assert_eq!(payloads(&b.take_ups()), [&b"small"[..], &big[..]]);
         a.advance(Duration::ZERO);
@@ -476,29 +451,18 @@ mod tests {
         b.take_ups();
         for d in downs {
             let Down::Send(to, m) = d else { continue };
-            b.up(Up::Send {
-                from: Rank(0),
-                msg: Message::from_wire(m.to_bytes()),
-            });
+            b.up(Up::Send { from: Rank(0), msg: Message::from_wire(m.to_bytes()) });
             let ups = b.take_ups();
-            assert!(ups
-                .iter()
-                .all(|u| matches!(u, Up::Send { from: Rank(0), .. })));
-            let want: &[&[u8]] = if to == Rank(1) {
-                &[b"x1", b"x2"]
-            } else {
-                &[b"y1", b"y2", b"y3"]
-            };
+            assert!(ups.iter().all(|u| matches!(u, Up::Send { from: Rank(0), .. })));
+            let want: &[&[u8]] =
+                if to == Rank(1) { &[b"x1", b"x2"] } else { &[b"y1", b"y2", b"y3"] };
             assert_eq!(payloads(&ups), want);
         }
     }
 
     #[test]
     fn order_is_kept_across_flushes() {
-        let (mut a, mut b) = (
-            harness(30, Duration::from_millis(5)),
-            harness(30, Duration::ZERO),
-        );
+        let (mut a, mut b) = (harness(30, Duration::from_millis(5)), harness(30, Duration::ZERO));
         let mut sent = Vec::new();
         for i in 0..40u8 {
             let p = vec![i; usize::from(i % 9) * 4];
@@ -510,10 +474,7 @@ mod tests {
         }
         a.advance(Duration::from_millis(1));
         let downs = a.take_downs();
-        assert!(
-            a.next_timer().is_some(),
-            "the last pack waits for the timer"
-        );
+        assert!(a.next_timer().is_some(), "the last pack waits for the timer");
         let suspect = downs.iter().position(|d| matches!(d, Down::Suspect(_)));
         let mut got = Vec::new();
         let mut delivered_before_suspect = 0;
@@ -526,10 +487,7 @@ mod tests {
             .enumerate()
         {
             let Down::Cast(m) = d else { continue };
-            b.up(Up::Cast {
-                from: Rank(0),
-                msg: Message::from_wire(m.to_bytes()),
-            });
+            b.up(Up::Cast { from: Rank(0), msg: Message::from_wire(m.to_bytes()) });
             for up in b.take_ups() {
                 let Up::Cast { msg, .. } = up else { panic!() };
                 got.push(msg.payload().to_vec());
@@ -539,10 +497,7 @@ mod tests {
             }
         }
         assert_eq!(got, sent);
-        assert_eq!(
-            delivered_before_suspect, 21,
-            "the suspicion follows every earlier cast"
-        );
+        assert_eq!(delivered_before_suspect, 21, "the suspicion follows every earlier cast");
     }
 
     #[test]
@@ -565,17 +520,12 @@ mod tests {
             &[1, 2, 1, b'a', 5, b'b'],    // a length past the end
             &[1, 2, 1, b'a', 1, b'b', 0], // bytes after the last message
             &[1, 1, 1, b'a'],             // a pack of one is sent as `One`
-            &[
-                1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
-            ], // count overflows
+            &[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], // count overflows
             &[1, 0x80],                   // truncated count
             &[2],                         // no such header
         ];
         for raw in bad {
-            b.up(Up::Cast {
-                from: Rank(1),
-                msg: Message::from_wire(Bytes::copy_from_slice(raw)),
-            });
+            b.up(Up::Cast { from: Rank(1), msg: Message::from_wire(Bytes::copy_from_slice(raw)) });
         }
         assert!(b.take_ups().is_empty());
         assert_eq!(b.counter("bad_header"), 7);
@@ -587,14 +537,9 @@ mod tests {
         a.down(Down::Cast(msg(b"one")));
         a.down(Down::Cast(msg(b"two")));
         a.advance(Duration::ZERO);
-        let Some(Down::Cast(m)) = a.take_downs().pop() else {
-            panic!()
-        };
+        let Some(Down::Cast(m)) = a.take_downs().pop() else { panic!() };
         let wire = m.to_bytes();
-        b.up(Up::Cast {
-            from: Rank(0),
-            msg: Message::from_wire(wire.clone()),
-        });
+        b.up(Up::Cast { from: Rank(0), msg: Message::from_wire(wire.clone()) });
         let range = wire.as_ptr_range();
         for up in b.take_ups() {
             let Up::Cast { msg, .. } = up else { panic!() };
@@ -616,20 +561,14 @@ mod tests {
         let mut r = Registry::new();
         r.add_layer(INFO);
         let plan = r.plan("pack(size=64000)").unwrap();
-        let view = Arc::new(View::initial(vec![
-            Endpoint::new(0, 0),
-            Endpoint::new(1, 0),
-        ]));
+        let view = Arc::new(View::initial(vec![Endpoint::new(0, 0), Endpoint::new(1, 0)]));
         let mk = |n: u64| {
             let vs = ViewState::new(GroupName::new("g"), Endpoint::new(n, 0), view.clone());
             plan.build(vs.unwrap(), Rng::new(n), Time::ZERO).unwrap()
         };
         let (mut a, mut b) = (mk(0), mk(1));
         for i in 0..100u32 {
-            a.down(
-                Time(1),
-                Down::Cast(Message::new(Bytes::from(i.to_le_bytes().to_vec()))),
-            );
+            a.down(Time(1), Down::Cast(Message::new(Bytes::from(i.to_le_bytes().to_vec()))));
         }
         a.on_timeout(Time(1));
         let t = a.poll_transmit().expect("one datagram");
@@ -638,10 +577,7 @@ mod tests {
         for stack in [&mut a, &mut b] {
             let ups: Vec<Up> = std::iter::from_fn(|| stack.poll_up()).collect();
             let want: Vec<[u8; 4]> = (0..100u32).map(|i| i.to_le_bytes()).collect();
-            assert_eq!(
-                payloads(&ups),
-                want.iter().map(|p| &p[..]).collect::<Vec<_>>()
-            );
+            assert_eq!(payloads(&ups), want.iter().map(|p| &p[..]).collect::<Vec<_>>());
         }
     }
 

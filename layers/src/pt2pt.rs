@@ -243,10 +243,7 @@ impl Pt2pt {
         let peer = &mut self.peers[to.index()];
         let seqno = peer.next;
         peer.next = seqno.next();
-        peer.unacked.push_back(Unacked {
-            msg: msg.clone(),
-            sent_at: cx.now(),
-        });
+        peer.unacked.push_back(Unacked { msg: msg.clone(), sent_at: cx.now() });
         send_data(peer, to, seqno, msg, cx);
         self.stats.sent += 1;
         if !self.retrans_armed {
@@ -364,10 +361,7 @@ impl Pt2pt {
 
 /// Sends `msg` as `seqno` to `to`, with the ack we owe it riding along.
 fn send_data(peer: &mut Peer, to: Rank, seqno: Seqno, mut msg: Message, cx: &mut Cx<'_>) {
-    msg.push(&Header::Data {
-        seqno,
-        ack: peer.expected,
-    });
+    msg.push(&Header::Data { seqno, ack: peer.expected });
     peer.ack_owed = false;
     cx.down(Down::Send(to, msg));
 }
@@ -384,10 +378,8 @@ mod tests {
     use super::*;
 
     fn harness(n: usize, rank: u32, params: &[(&str, &str)]) -> Harness {
-        let params: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let params: Vec<(String, String)> =
+            params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Harness::new(n, rank, |vs| {
             build(&mut Args::new("pt2pt", &params), vs).expect("good parameters")
         })
@@ -401,17 +393,11 @@ mod tests {
     fn arriving(from: u32, header: Header, body: &'static str) -> Up {
         let mut m = msg(body);
         m.push(&header);
-        Up::Send {
-            from: Rank(from),
-            msg: Message::from_wire(m.to_bytes()),
-        }
+        Up::Send { from: Rank(from), msg: Message::from_wire(m.to_bytes()) }
     }
 
     fn data(from: u32, seqno: u64, ack: u64, body: &'static str) -> Up {
-        let header = Header::Data {
-            seqno: Seqno(seqno),
-            ack: Seqno(ack),
-        };
+        let header = Header::Data { seqno: Seqno(seqno), ack: Seqno(ack) };
         arriving(from, header, body)
     }
 
@@ -441,10 +427,7 @@ mod tests {
     }
 
     fn d(seqno: u64, ack: u64) -> Header {
-        Header::Data {
-            seqno: Seqno(seqno),
-            ack: Seqno(ack),
-        }
+        Header::Data { seqno: Seqno(seqno), ack: Seqno(ack) }
     }
 
     #[test]
@@ -509,10 +492,7 @@ mod tests {
         h.up(data(0, 1, 0, "b"));
         assert!(delivered(&mut h).is_empty());
         h.up(data(0, 0, 0, "a"));
-        assert_eq!(
-            delivered(&mut h),
-            vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]
-        );
+        assert_eq!(delivered(&mut h), vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")]);
     }
 
     #[test]
@@ -549,9 +529,7 @@ mod tests {
         let acks = h.take_downs();
         assert_eq!(acks.len(), 2);
         for ev in acks {
-            let Down::Send(to, mut m) = ev else {
-                panic!("{ev:?}")
-            };
+            let Down::Send(to, mut m) = ev else { panic!("{ev:?}") };
             assert!(m.is_unreliable());
             let want = if to == Rank(1) { 2 } else { 1 };
             assert_eq!(m.pop::<Header>(), Ok(Header::Ack { ack: Seqno(want) }));
@@ -576,10 +554,7 @@ mod tests {
     fn garbage_header_is_dropped_and_counted() {
         let mut h = harness(2, 0, &[]);
         let garbage = Message::from_wire(Bytes::from_static(&[0xff, 0xff, 0xff]));
-        h.up(Up::Send {
-            from: Rank(1),
-            msg: garbage,
-        });
+        h.up(Up::Send { from: Rank(1), msg: garbage });
         // Headers that cannot come from their sender.
         h.up(arriving(1, Header::Local, "x"));
         h.up(data(0, 0, 0, "from myself"));
@@ -594,10 +569,7 @@ mod tests {
     fn unreliable_send_passes_unsequenced_and_comes_up_unreliable() {
         let mut h = harness(2, 0, &[]);
         h.down(Down::Send(Rank(1), msg("u").unreliable()));
-        assert_eq!(
-            sent(&mut h),
-            vec![(Rank(1), Header::Unreliable, Bytes::from("u"))]
-        );
+        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Unreliable, Bytes::from("u"))]);
         assert_eq!(h.next_timer(), None);
         h.up(arriving(1, Header::Unreliable, "v"));
         match h.take_ups().as_slice() {
@@ -613,10 +585,7 @@ mod tests {
     fn send_to_self_is_local_and_casts_pass_untouched() {
         let mut h = harness(2, 0, &[]);
         h.down(Down::Send(Rank(0), msg("me")));
-        assert_eq!(
-            sent(&mut h),
-            vec![(Rank(0), Header::Local, Bytes::from("me"))]
-        );
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Local, Bytes::from("me"))]);
         h.up(arriving(0, Header::Local, "me"));
         assert_eq!(delivered(&mut h), vec![Bytes::from("me")]);
         h.down(Down::Cast(msg("all")));
@@ -624,10 +593,7 @@ mod tests {
             [Down::Cast(m)] => assert_eq!(m.to_bytes(), Bytes::from("all")),
             other => panic!("{other:?}"),
         }
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: msg("all"),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: msg("all") });
         assert_eq!(h.take_ups().len(), 1);
         assert_eq!(h.next_timer(), None);
     }
@@ -666,16 +632,10 @@ mod tests {
         let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         let mut rounds = 0;
         while got.iter().any(|g| g.len() < N as usize)
-            || stacks
-                .iter()
-                .any(|s| !s.counters().contains(&("pt2pt", "unacked", 0)))
+            || stacks.iter().any(|s| !s.counters().contains(&("pt2pt", "unacked", 0)))
         {
             rounds += 1;
-            assert!(
-                rounds < 100_000,
-                "no progress: got {:?}",
-                got.map(|g| g.len())
-            );
+            assert!(rounds < 100_000, "no progress: got {:?}", got.map(|g| g.len()));
             now += Duration::from_micros(500);
             // Each side sends a few to the other while it has some left.
             for (i, s) in stacks.iter_mut().enumerate() {
@@ -727,9 +687,7 @@ mod tests {
         }
         let total = |name: &str| -> u64 {
             let c = stacks.iter().flat_map(|s| s.counters());
-            c.filter(|(l, k, _)| *l == "pt2pt" && *k == name)
-                .map(|(_, _, v)| v)
-                .sum()
+            c.filter(|(l, k, _)| *l == "pt2pt" && *k == name).map(|(_, _, v)| v).sum()
         };
         assert_eq!((total("backlog"), total("bad_header")), (0, 0));
         // The channel really did lose and duplicate.
@@ -740,10 +698,7 @@ mod tests {
         match tag % 4 {
             0 => Header::Unreliable,
             1 => Header::Local,
-            2 => Header::Data {
-                seqno: Seqno(a),
-                ack: Seqno(b),
-            },
+            2 => Header::Data { seqno: Seqno(a), ack: Seqno(b) },
             _ => Header::Ack { ack: Seqno(a) },
         }
     }

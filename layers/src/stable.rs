@@ -126,10 +126,7 @@ impl Stable {
         let unstable = mine.iter().zip(&self.stable).any(|(m, s)| m > s);
         if unstable || self.owe_gossip {
             let mut msg = Message::control().unreliable();
-            msg.push(&Header::Gossip {
-                row: mine.clone(),
-                stable: self.stable.clone(),
-            });
+            msg.push(&Header::Gossip { row: mine.clone(), stable: self.stable.clone() });
             cx.down(Down::Cast(msg));
             self.stats.gossip_sent += 1;
             self.owe_gossip = false;
@@ -180,11 +177,8 @@ impl Layer for Stable {
         report("gossip_sent", self.stats.gossip_sent);
         report("gossip_received", self.stats.gossip_received);
         report("bad_header", self.stats.bad_header);
-        let unstable: u64 = self.rows[self.me.index()]
-            .iter()
-            .zip(&self.stable)
-            .map(|(m, s)| m.0 - s.0)
-            .sum();
+        let unstable: u64 =
+            self.rows[self.me.index()].iter().zip(&self.stable).map(|(m, s)| m.0 - s.0).sum();
         report("unstable", unstable);
     }
 }
@@ -196,18 +190,13 @@ mod tests {
     use quickcheck::quickcheck;
 
     fn stable(n: usize, rank: u32) -> Harness {
-        Harness::new(n, rank, |vs| {
-            Box::new(Stable::new(vs, Duration::from_millis(10)))
-        })
+        Harness::new(n, rank, |vs| Box::new(Stable::new(vs, Duration::from_millis(10))))
     }
 
     fn cast_from(h: &mut Harness, from: u32) {
         let mut m = Message::control();
         m.push(&Header::Pass);
-        h.up(Up::Cast {
-            from: Rank(from),
-            msg: Message::from_wire(m.to_bytes()),
-        });
+        h.up(Up::Cast { from: Rank(from), msg: Message::from_wire(m.to_bytes()) });
     }
 
     fn gossip(h: &mut Harness, from: u32, row: &[u64], stable: &[u64]) {
@@ -216,10 +205,7 @@ mod tests {
             row: row.iter().map(|&s| Seqno(s)).collect(),
             stable: stable.iter().map(|&s| Seqno(s)).collect(),
         });
-        h.up(Up::Cast {
-            from: Rank(from),
-            msg: Message::from_wire(m.to_bytes()).unreliable(),
-        });
+        h.up(Up::Cast { from: Rank(from), msg: Message::from_wire(m.to_bytes()).unreliable() });
     }
 
     fn sent_gossip(h: &mut Harness) -> Vec<Header> {
@@ -244,13 +230,7 @@ mod tests {
         let downs = h
             .take_downs()
             .into_iter()
-            .filter_map(|e| {
-                if let Down::Stable(v) = e {
-                    Some(v)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|e| if let Down::Stable(v) = e { Some(v) } else { None })
             .collect();
         (ups, downs)
     }
@@ -261,11 +241,7 @@ mod tests {
         cast_from(&mut h, 1);
         cast_from(&mut h, 1);
         gossip(&mut h, 1, &[0, 2, 0], &[0, 0, 0]);
-        assert_eq!(
-            stable_events(&mut h),
-            (vec![], vec![]),
-            "rank 2 has not reported"
-        );
+        assert_eq!(stable_events(&mut h), (vec![], vec![]), "rank 2 has not reported");
         gossip(&mut h, 2, &[0, 1, 0], &[0, 0, 0]);
         let s = vec![Seqno(0), Seqno(1), Seqno(0)];
         assert_eq!(stable_events(&mut h), (vec![s.clone()], vec![s]));
@@ -275,10 +251,7 @@ mod tests {
     fn gossip_goes_out_while_something_is_unstable_and_stops_after() {
         let mut h = stable(2, 0);
         h.advance(Duration::from_millis(10));
-        assert!(
-            sent_gossip(&mut h).is_empty(),
-            "nothing received, nothing to say"
-        );
+        assert!(sent_gossip(&mut h).is_empty(), "nothing received, nothing to say");
         cast_from(&mut h, 0);
         h.advance(Duration::from_millis(10));
         assert_eq!(
@@ -325,10 +298,7 @@ mod tests {
         let mut h = stable(2, 0);
         let mut m = Message::control();
         m.push(&Header::Pass);
-        h.up(Up::Cast {
-            from: Rank(1),
-            msg: Message::from_wire(m.to_bytes()).unreliable(),
-        });
+        h.up(Up::Cast { from: Rank(1), msg: Message::from_wire(m.to_bytes()).unreliable() });
         assert_eq!(h.counter("unstable"), 0);
         assert_eq!(h.take_ups().len(), 1);
     }

@@ -125,10 +125,7 @@ impl FaultConfig {
             let max_down = (nodes - 1) / 2;
             let mut victims: Vec<usize> = (0..nodes).collect();
             rng.shuffle(&mut victims);
-            for &node in victims
-                .iter()
-                .take(rng.range(1, max_down as u64 + 1) as usize)
-            {
+            for &node in victims.iter().take(rng.range(1, max_down as u64 + 1) as usize) {
                 let crash = at(rng, 0, w * 3 / 4);
                 out.push((crash, Fault::Crash(node)));
                 if self.restarts && rng.chance(0.7) {

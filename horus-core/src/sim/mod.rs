@@ -99,6 +99,11 @@ pub struct Traffic {
     pub levels: Vec<Level>,
     /// Casts go on this long after the fault window closes.
     pub tail: Duration,
+    /// Point-to-point sends per process incarnation, each to a member drawn at random. They
+    /// are checked by the simulator itself (the history format covers casts): every stream
+    /// from one process to another is delivered exactly once, in order, and, when both live
+    /// to the end, completely.
+    pub sends: usize,
 }
 
 impl Default for Traffic {
@@ -109,6 +114,7 @@ impl Default for Traffic {
             max_size: 1024,
             levels: Vec::new(),
             tail: Duration::from_millis(500),
+            sends: 0,
         }
     }
 }
@@ -119,11 +125,7 @@ pub enum SimError {
     #[error("the simulation needs at least one node")]
     NoNodes,
     #[error("service level `{level}` is not offered by stack `{stack}`; it offers: {offered}")]
-    LevelNotOffered {
-        level: Level,
-        stack: String,
-        offered: String,
-    },
+    LevelNotOffered { level: Level, stack: String, offered: String },
     #[error("restarts need a membership layer in the stack to rejoin; stack `{0}` has none")]
     RestartsNeedMembership(String),
     #[error("membership stacks are not simulated yet: stack `{0}` has a membership layer")]
@@ -154,6 +156,10 @@ pub struct SimStats {
     pub deliveries: u64,
     /// Delivered payloads that were not what was cast (a stack bug).
     pub corrupt: u64,
+    pub sends: u64,
+    pub send_deliveries: u64,
+    /// Point-to-point streams delivered out of order, twice, or incompletely.
+    pub send_violations: Vec<String>,
     pub datagrams: u64,
     pub dropped_loss: u64,
     pub dropped_partition: u64,
@@ -190,26 +196,12 @@ pub fn simulate(plan: &StackPlan, config: &SimConfig) -> Result<SimOutcome, SimE
 }
 
 enum QEv {
-    Arrive {
-        to: usize,
-        incarnation: Option<u32>,
-        from: usize,
-        datagram: Bytes,
-    },
-    Timer {
-        node: usize,
-        incarnation: u32,
-        gen: u64,
-    },
-    Cast {
-        node: usize,
-        incarnation: u32,
-    },
+    Arrive { to: usize, incarnation: Option<u32>, from: usize, datagram: Bytes },
+    Timer { node: usize, incarnation: u32, gen: u64 },
+    Cast { node: usize, incarnation: u32 },
+    Send { node: usize, incarnation: u32 },
     Fault(Fault),
-    Resume {
-        node: usize,
-        incarnation: u32,
-    },
+    Resume { node: usize, incarnation: u32 },
 }
 
 struct Queued {
@@ -245,6 +237,8 @@ struct Proc {
     timer: Option<Time>,
     timer_gen: u64,
     next_seq: u64,
+    /// Sends so far to each node.
+    sent_to: Vec<u64>,
 }
 
 struct Sim<'a> {
@@ -263,6 +257,10 @@ struct Sim<'a> {
     stats: SimStats,
     trace: Vec<String>,
     traffic_end: Time,
+    /// Per (receiver, sender): the next send seq expected.
+    send_next: BTreeMap<(Endpoint, Endpoint), u64>,
+    /// Streams already reported out of order: one report each.
+    send_reported: std::collections::BTreeSet<(Endpoint, Endpoint)>,
 }
 
 impl<'a> Sim<'a> {
@@ -278,10 +276,7 @@ impl<'a> Sim<'a> {
             return Err(SimError::MembershipNotSupported(plan.spec()));
         }
         if config.faults.restarts
-            || config
-                .script
-                .iter()
-                .any(|(_, f)| matches!(f, Fault::Restart(_)))
+            || config.script.iter().any(|(_, f)| matches!(f, Fault::Restart(_)))
         {
             return Err(SimError::RestartsNeedMembership(plan.spec()));
         }
@@ -314,9 +309,8 @@ impl<'a> Sim<'a> {
                 net.set_link(from, to, model);
             }
         }
-        let members: Vec<Endpoint> = (0..config.nodes as u64)
-            .map(|n| Endpoint::new(n, 0))
-            .collect();
+        let members: Vec<Endpoint> =
+            (0..config.nodes as u64).map(|n| Endpoint::new(n, 0)).collect();
         let traffic_end = Time::ZERO + config.fault_window + t.tail;
         Ok(Sim {
             plan,
@@ -334,23 +328,19 @@ impl<'a> Sim<'a> {
             stats: SimStats::default(),
             trace: Vec::new(),
             traffic_end,
+            send_next: BTreeMap::new(),
+            send_reported: Default::default(),
         })
     }
 
     fn push(&mut self, at: Time, ev: QEv) {
-        self.queue.push(Queued {
-            at,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(Queued { at, seq: self.seq, ev });
         self.seq += 1;
     }
 
     fn run(mut self) -> Result<SimOutcome, SimError> {
         let mut scenario =
-            self.config
-                .faults
-                .draw(self.config.nodes, self.config.fault_window, &mut self.rng);
+            self.config.faults.draw(self.config.nodes, self.config.fault_window, &mut self.rng);
         scenario.extend(self.config.script.iter().cloned());
         scenario.sort_by_key(|(t, _)| *t);
         for (at, f) in &scenario {
@@ -375,23 +365,18 @@ impl<'a> Sim<'a> {
             self.now = q.at;
             self.stats.events += 1;
             match q.ev {
-                QEv::Arrive {
-                    to,
-                    incarnation,
-                    from,
-                    datagram,
-                } => self.on_arrive(to, incarnation, from, datagram),
-                QEv::Timer {
-                    node,
-                    incarnation,
-                    gen,
-                } => self.on_timer(node, incarnation, gen),
+                QEv::Arrive { to, incarnation, from, datagram } => {
+                    self.on_arrive(to, incarnation, from, datagram)
+                }
+                QEv::Timer { node, incarnation, gen } => self.on_timer(node, incarnation, gen),
                 QEv::Cast { node, incarnation } => self.on_cast(node, incarnation),
+                QEv::Send { node, incarnation } => self.on_send(node, incarnation),
                 QEv::Fault(f) => self.on_fault(f),
                 QEv::Resume { node, incarnation } => self.on_resume(node, incarnation),
             }
         }
         self.stats.end = end;
+        self.check_sends_complete();
         for p in &self.procs {
             if let Some(stack) = &p.stack {
                 for (layer, counter, v) in stack.counters() {
@@ -401,10 +386,7 @@ impl<'a> Sim<'a> {
         }
         let promises = Promises {
             membership: Membership::Static,
-            liveness: Some(Liveness {
-                after: last_fault,
-                bound: None,
-            }),
+            liveness: Some(Liveness { after: last_fault, bound: None }),
         };
         Ok(SimOutcome {
             seed: self.config.seed,
@@ -429,32 +411,27 @@ impl<'a> Sim<'a> {
             timer: None,
             timer_gen: 0,
             next_seq: 1,
+            sent_to: vec![0; self.config.nodes],
         };
         if node < self.procs.len() {
             self.procs[node] = proc;
         } else {
             self.procs.push(proc);
         }
-        self.history.record(
-            self.now,
-            endpoint,
-            Event::View {
-                view: (*self.static_view).clone(),
-            },
-        );
+        self.history.record(self.now, endpoint, Event::View { view: (*self.static_view).clone() });
         trace!(self, endpoint, "start in view {}", self.static_view);
         // The casts of this incarnation, spread over the rest of the traffic phase.
         if self.now < self.traffic_end {
             let (lo, hi) = (self.now.0, self.traffic_end.0);
             for _ in 0..self.config.traffic.msgs {
                 let at = Time(self.rng.range(lo, hi));
-                self.push(
-                    at,
-                    QEv::Cast {
-                        node,
-                        incarnation: endpoint.incarnation,
-                    },
-                );
+                self.push(at, QEv::Cast { node, incarnation: endpoint.incarnation });
+            }
+            if self.config.nodes > 1 {
+                for _ in 0..self.config.traffic.sends {
+                    let at = Time(self.rng.range(lo, hi));
+                    self.push(at, QEv::Send { node, incarnation: endpoint.incarnation });
+                }
             }
         }
         self.pump(node);
@@ -481,21 +458,104 @@ impl<'a> Sim<'a> {
         let t = &self.config.traffic;
         let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
         let p = &mut self.procs[node];
-        let id = MsgId {
-            sender: p.endpoint,
-            seq: p.next_seq,
-        };
+        let id = MsgId { sender: p.endpoint, seq: p.next_seq };
         p.next_seq += 1;
         let msg = Message::new(workload::payload(id, level, size)).with_level(level);
         self.stats.casts += 1;
-        self.history
-            .record(self.now, id.sender, Event::Cast { id, level });
+        self.history.record(self.now, id.sender, Event::Cast { id, level });
         trace!(self, id.sender, "cast {id} {level} {size}B");
         let now = self.now;
         if let Some(stack) = self.procs[node].stack.as_mut() {
             stack.down(now, Down::Cast(msg));
         }
         self.pump(node);
+    }
+
+    fn on_send(&mut self, node: usize, incarnation: u32) {
+        if !self.live(node, incarnation) {
+            return;
+        }
+        if let Some(until) = self.paused(node) {
+            return self.push(until, QEv::Send { node, incarnation });
+        }
+        let to = (node + 1 + self.rng.index(self.config.nodes - 1)) % self.config.nodes;
+        let t = &self.config.traffic;
+        let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
+        let p = &mut self.procs[node];
+        p.sent_to[to] += 1;
+        let id = MsgId { sender: p.endpoint, seq: p.sent_to[to] };
+        let msg = Message::new(workload::send_payload(id, size));
+        self.stats.sends += 1;
+        trace!(self, id.sender, "send #{} to n{to} {size}B", id.seq);
+        let now = self.now;
+        if let Some(stack) = self.procs[node].stack.as_mut() {
+            stack.down(now, Down::Send(crate::ids::Rank(to as u32), msg));
+        }
+        self.pump(node);
+    }
+
+    /// A point-to-point send delivered at `me`: the next of its stream, or a violation.
+    fn on_send_delivered(&mut self, me: Endpoint, from: Endpoint, id: MsgId) {
+        self.stats.send_deliveries += 1;
+        trace!(self, me, "deliver send #{} from {from}", id.seq);
+        let next = self.send_next.entry((me, id.sender)).or_insert(1);
+        // A stream is reported once, at its first fault, and resynchronises after it.
+        let problem = if from != id.sender {
+            Some(format!("{me} delivered send #{} of {} as from {from}", id.seq, id.sender))
+        } else if id.seq > *next {
+            let p = format!(
+                "{me} delivered send #{} from {from}, skipping #{}..#{}",
+                id.seq,
+                *next,
+                id.seq - 1
+            );
+            *next = id.seq + 1;
+            Some(p)
+        } else if id.seq < *next {
+            Some(format!("{me} delivered send #{} from {from} again, or late", id.seq))
+        } else {
+            *next += 1;
+            None
+        };
+        if let Some(p) = problem {
+            if self.send_reported.insert((me, id.sender)) {
+                self.send_violation(p);
+            }
+        }
+    }
+
+    fn send_violation(&mut self, p: String) {
+        if self.stats.send_violations.len() < 100 {
+            self.stats.send_violations.push(format!("point-to-point: {p}"));
+        }
+    }
+
+    /// Every stream between two processes alive at the end arrived whole.
+    fn check_sends_complete(&mut self) {
+        let mut missing = Vec::new();
+        for (i, sender) in self.procs.iter().enumerate() {
+            for (j, receiver) in self.procs.iter().enumerate() {
+                let sent = sender.sent_to.get(j).copied().unwrap_or(0);
+                if i == j || sender.stack.is_none() || receiver.stack.is_none() || sent == 0 {
+                    continue;
+                }
+                let got =
+                    self.send_next.get(&(receiver.endpoint, sender.endpoint)).copied().unwrap_or(1)
+                        - 1;
+                if got < sent {
+                    missing.push(format!(
+                        "{} never delivered sends #{}..#{} from {}",
+                        receiver.endpoint,
+                        got + 1,
+                        sent,
+                        sender.endpoint
+                    ));
+                }
+            }
+        }
+        for m in missing {
+            self.send_violation(m);
+        }
     }
 
     fn on_arrive(&mut self, to: usize, incarnation: Option<u32>, from: usize, datagram: Bytes) {
@@ -513,12 +573,7 @@ impl<'a> Sim<'a> {
             }
             return;
         }
-        trace!(
-            self,
-            self.procs[to].endpoint,
-            "recv {}B from n{from}",
-            datagram.len()
-        );
+        trace!(self, self.procs[to].endpoint, "recv {}B from n{from}", datagram.len());
         let now = self.now;
         if let Some(stack) = self.procs[to].stack.as_mut() {
             stack.receive(now, datagram);
@@ -547,12 +602,7 @@ impl<'a> Sim<'a> {
         }
         self.procs[node].paused_until = None;
         let queued = std::mem::take(&mut self.procs[node].inbox);
-        trace!(
-            self,
-            self.procs[node].endpoint,
-            "resume ({} datagrams queued)",
-            queued.len()
-        );
+        trace!(self, self.procs[node].endpoint, "resume ({} datagrams queued)", queued.len());
         let now = self.now;
         for (_, d) in queued {
             if let Some(stack) = self.procs[node].stack.as_mut() {
@@ -633,29 +683,24 @@ impl<'a> Sim<'a> {
             p.timer_gen += 1;
             let (gen, incarnation) = (p.timer_gen, p.endpoint.incarnation);
             let at = next.unwrap_or(Time::MAX).max(self.now);
-            self.push(
-                at,
-                QEv::Timer {
-                    node,
-                    incarnation,
-                    gen,
-                },
-            );
+            self.push(at, QEv::Timer { node, incarnation, gen });
         }
     }
 
     fn on_up(&mut self, node: usize, ev: Up) {
         let me = self.procs[node].endpoint;
         match ev {
-            Up::Cast { from, msg } => {
+            Up::Cast { from, msg } | Up::Send { from, msg } => {
                 let view = self.procs[node].stack.as_ref().map(|s| s.view().clone());
                 let from_ep = view.as_ref().and_then(|v| v.member(from));
                 match (workload::parse(msg.payload()), from_ep) {
-                    (Some((id, level)), Some(from)) => {
+                    (Some((id, workload::Kind::Cast(level))), Some(from)) => {
                         self.stats.deliveries += 1;
-                        self.history
-                            .record(self.now, me, Event::Deliver { id, from, level });
+                        self.history.record(self.now, me, Event::Deliver { id, from, level });
                         trace!(self, me, "deliver {id} {level} from {from}");
+                    }
+                    (Some((id, workload::Kind::Send)), Some(from)) => {
+                        self.on_send_delivered(me, from, id)
                     }
                     _ => {
                         self.stats.corrupt += 1;
@@ -665,13 +710,7 @@ impl<'a> Sim<'a> {
             }
             Up::View(view) => {
                 trace!(self, me, "view {view}");
-                self.history.record(
-                    self.now,
-                    me,
-                    Event::View {
-                        view: (*view).clone(),
-                    },
-                );
+                self.history.record(self.now, me, Event::View { view: (*view).clone() });
             }
             Up::Block => {
                 let now = self.now;
@@ -684,17 +723,16 @@ impl<'a> Sim<'a> {
                 self.history.record(self.now, me, Event::Exit);
                 self.procs[node].stack = None;
             }
-            Up::Send { .. } | Up::Suspect(_) | Up::Stable(_) => {}
+            Up::Suspect(_) | Up::Stable(_) => {}
         }
     }
 
     fn send(&mut self, from: usize, t: Transmit) {
         let datagram = t.msg.to_bytes();
         let targets: Vec<(usize, Option<u32>)> = match t.dest {
-            Dest::Cast => (0..self.config.nodes)
-                .filter(|n| *n != from)
-                .map(|n| (n, None))
-                .collect(),
+            Dest::Cast => {
+                (0..self.config.nodes).filter(|n| *n != from).map(|n| (n, None)).collect()
+            }
             Dest::Member(e) if (e.node as usize) < self.config.nodes => {
                 vec![(e.node as usize, Some(e.incarnation))]
             }
@@ -709,12 +747,7 @@ impl<'a> Sim<'a> {
                         let at = self.now + d;
                         self.push(
                             at,
-                            QEv::Arrive {
-                                to,
-                                incarnation,
-                                from,
-                                datagram: datagram.clone(),
-                            },
+                            QEv::Arrive { to, incarnation, from, datagram: datagram.clone() },
                         );
                     }
                 }
@@ -725,13 +758,7 @@ impl<'a> Sim<'a> {
                         net::Drop::LinkDown => self.stats.dropped_link += 1,
                     }
                     let me = self.procs[from].endpoint;
-                    trace!(
-                        self,
-                        me,
-                        "-> n{to} {}B dropped ({})",
-                        datagram.len(),
-                        why.as_str()
-                    );
+                    trace!(self, me, "-> n{to} {}B dropped ({})", datagram.len(), why.as_str());
                 }
             }
         }

@@ -69,13 +69,7 @@ pub struct Net {
 
 impl Net {
     pub fn new(n: usize, default: LinkModel) -> Self {
-        Net {
-            default,
-            links: vec![None; n * n],
-            component: vec![0; n],
-            down: BTreeSet::new(),
-            n,
-        }
+        Net { default, links: vec![None; n * n], component: vec![0; n], down: BTreeSet::new(), n }
     }
 
     /// Overrides the model of the link `from → to`.
@@ -84,9 +78,7 @@ impl Net {
     }
 
     pub fn link(&self, from: usize, to: usize) -> &LinkModel {
-        self.links[from * self.n + to]
-            .as_ref()
-            .unwrap_or(&self.default)
+        self.links[from * self.n + to].as_ref().unwrap_or(&self.default)
     }
 
     /// Splits the nodes into components; nodes not named form one more component.
@@ -182,11 +174,7 @@ mod tests {
 
     #[test]
     fn loss_and_duplication_follow_the_link_model() {
-        let lossy = LinkModel {
-            loss: 0.3,
-            dup: 0.2,
-            ..LinkModel::default()
-        };
+        let lossy = LinkModel { loss: 0.3, dup: 0.2, ..LinkModel::default() };
         let mut net = Net::new(2, LinkModel::default());
         net.set_link(0, 1, lossy);
         let mut rng = Rng::new(5);
