@@ -64,56 +64,67 @@ pub struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     /// The current time.
+    #[inline]
     pub fn now(&self) -> Time {
         self.now
     }
 
     /// The view this stack runs in.
+    #[inline]
     pub fn view(&self) -> &View {
         &self.vs.view
     }
 
     /// This member's rank in the view.
+    #[inline]
     pub fn rank(&self) -> Rank {
         self.vs.rank
     }
 
     /// This member's endpoint.
+    #[inline]
     pub fn endpoint(&self) -> Endpoint {
         self.vs.endpoint
     }
 
+    #[inline]
     pub fn group(&self) -> &GroupName {
         &self.vs.group
     }
 
     /// The number of members in the view.
+    #[inline]
     pub fn nmembers(&self) -> usize {
         self.vs.view.members.len()
     }
 
     /// The stack's seeded random source.
+    #[inline]
     pub fn rng(&mut self) -> &mut Rng {
         self.rng
     }
 
     /// Passes an event to the layer above (or the application).
+    #[inline]
     pub fn up(&mut self, ev: Up) {
         self.queue.push_back(Routed::Up(self.pos - 1, ev));
     }
 
     /// Passes an event to the layer below (or the network).
+    #[inline]
     pub fn down(&mut self, ev: Down) {
         self.queue.push_back(Routed::Down(self.pos + 1, ev));
     }
 
     /// Asks to be called back with `token` at `at` (at once, on the next turn, if `at` has
     /// passed). Timers die with the stack, so a timer of an old view never fires.
+    #[inline]
     pub fn timer_at(&mut self, at: Time, token: impl Into<Token>) {
         self.timers.set(at, self.pos, token.into());
     }
 
     /// Asks to be called back with `token` after `delay`.
+    #[inline]
     pub fn timer_after(&mut self, delay: Duration, token: impl Into<Token>) {
         let at = self.now + delay;
         self.timer_at(at, token);

@@ -78,6 +78,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    #[inline]
     pub(crate) fn set(&mut self, at: Time, pos: usize, token: Token) {
         self.heap.push(Reverse((at, self.seq, pos, token)));
         self.seq += 1;

@@ -150,13 +150,17 @@ impl Mnak {
             return self.stats.out_of_window += 1;
         }
         let i = (seqno.0 - s.base.0) as usize;
-        if s.buf.len() <= i {
-            s.buf.resize(i + 1, None);
+        if i == s.buf.len() {
+            s.buf.push_back(Some(msg)); // the usual case: the next one, in order
+        } else {
+            if s.buf.len() < i {
+                s.buf.resize(i + 1, None);
+            }
+            if s.buf[i].is_some() {
+                return self.stats.dup += 1;
+            }
+            s.buf[i] = Some(msg);
         }
-        if s.buf[i].is_some() {
-            return self.stats.dup += 1;
-        }
-        s.buf[i] = Some(msg);
         s.highest = s.highest.max(seqno.next());
         // Deliver what is now in order.
         while let Some(Some(m)) = s.buf.get((s.expected.0 - s.base.0) as usize) {
