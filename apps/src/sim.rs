@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use horus_core::check::check;
+use horus_core::history::Latencies;
 use horus_core::sim::{simulate, FaultConfig, LinkModel, SimConfig, Traffic};
 use horus_core::spec::{parse_duration, parse_size};
 use horus_core::{Level, StackPlan};
@@ -84,6 +85,9 @@ pub struct SimArgs {
     /// Write the run's history as JSON lines to this file (with --seed).
     #[arg(long, requires = "seed")]
     record: Option<PathBuf>,
+    /// Also report delivery latency by service level, in simulated time.
+    #[arg(long)]
+    report_latency: bool,
     /// Worker threads.
     #[arg(long, default_value_t = default_jobs())]
     jobs: usize,
@@ -233,6 +237,7 @@ impl SimArgs {
 /// The result of one seed, kept only as far as the report needs.
 struct SeedResult {
     seed: u64,
+    latencies: Latencies,
     casts: u64,
     deliveries: u64,
     violations: Vec<String>,
@@ -276,6 +281,15 @@ pub fn run(args: SimArgs) -> ExitCode {
     let wall = started.elapsed();
     let mut results = results.into_inner().expect("no worker panics");
     results.sort_by_key(|r| r.seed);
+    let mut all_latencies = args.report_latency.then(|| {
+        let mut all = Latencies::default();
+        for r in &mut results {
+            for (level, v) in std::mem::take(&mut r.latencies.samples) {
+                all.samples.entry(level).or_default().extend(v);
+            }
+        }
+        all
+    });
     let failing: Vec<&SeedResult> = results.iter().filter(|r| !r.violations.is_empty()).collect();
     let mut out = std::io::stdout().lock();
     for r in failing.iter().take(args.max_reports) {
@@ -298,6 +312,9 @@ pub fn run(args: SimArgs) -> ExitCode {
             failing.len() - args.max_reports,
             rest.join(" ")
         );
+    }
+    if let Some(all) = all_latencies.as_mut() {
+        print_latencies(&mut out, all);
     }
     let deliveries: u64 = results.iter().map(|r| r.deliveries).sum();
     let casts: u64 = results.iter().map(|r| r.casts).sum();
@@ -322,7 +339,30 @@ fn run_seed(args: &SimArgs, plan: &StackPlan, seed: u64) -> Result<SeedResult, S
     let report = check(&out.history, &out.promises);
     let violations = all_violations(&report, &out);
 
-    Ok(SeedResult { seed, casts: out.stats.casts, deliveries: out.stats.deliveries, violations })
+    let mut latencies = Latencies::default();
+    if args.report_latency {
+        latencies.add(&out.history);
+    }
+    Ok(SeedResult {
+        latencies,
+        seed,
+        casts: out.stats.casts,
+        deliveries: out.stats.deliveries,
+        violations,
+    })
+}
+
+fn print_latencies(out: &mut impl std::io::Write, l: &mut Latencies) {
+    for (level, n, p50, p99, max) in l.summary() {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "latency {level}: deliveries={n} p50_us={:.1} p99_us={:.1} max_us={:.1}",
+            us(p50),
+            us(p99),
+            us(max)
+        );
+    }
 }
 
 /// The checker's violations, then what the simulator's own oracles found.
@@ -379,6 +419,11 @@ fn run_one(args: &SimArgs, plan: &StackPlan, seed: u64) -> ExitCode {
     }
     let report = check(&out.history, &out.promises);
     let violations = all_violations(&report, &out);
+    if args.report_latency {
+        let mut l = Latencies::default();
+        l.add(&out.history);
+        print_latencies(&mut stdout, &mut l);
+    }
     for v in &violations {
         let _ = writeln!(stdout, "violation: {v}");
     }

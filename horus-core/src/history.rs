@@ -324,3 +324,48 @@ mod tests {
         assert!(matches!(err, HistoryError::Parse { line: 2, .. }));
     }
 }
+
+/// Delivery latencies by service level: from a cast to each delivery of it (the sender's own
+/// included), on the recorder's clock. Meaningful when one clock recorded every process, as in
+/// the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Latencies {
+    /// Nanoseconds, by level, in no particular order.
+    pub samples: std::collections::BTreeMap<Level, Vec<u64>>,
+}
+
+impl Latencies {
+    /// Adds the latencies of every delivery in `history`.
+    pub fn add(&mut self, history: &History) {
+        let mut cast_at = std::collections::HashMap::new();
+        for p in history.procs.values() {
+            for (t, e) in &p.events {
+                if let Event::Cast { id, .. } = e {
+                    cast_at.insert(*id, *t);
+                }
+            }
+        }
+        for p in history.procs.values() {
+            for (t, e) in &p.events {
+                if let Event::Deliver { id, level, .. } = e {
+                    if let Some(c) = cast_at.get(id) {
+                        self.samples.entry(*level).or_default().push(t.0.saturating_sub(c.0));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `(count, p50, p99, max)` in nanoseconds for each level with samples.
+    pub fn summary(&mut self) -> Vec<(Level, usize, u64, u64, u64)> {
+        self.samples
+            .iter_mut()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(level, v)| {
+                v.sort_unstable();
+                let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+                (*level, v.len(), q(0.5), q(0.99), v[v.len() - 1])
+            })
+            .collect()
+    }
+}

@@ -13,6 +13,7 @@ pub mod frag;
 pub mod mnak;
 pub mod pack;
 pub mod pt2pt;
+pub mod safe;
 pub mod stable;
 
 /// Every layer of this crate, and the presets built from them.
@@ -31,5 +32,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
+    vec![frag::INFO, safe::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
 }
