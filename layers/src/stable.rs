@@ -7,15 +7,18 @@
 //! Needs below: reliable FIFO multicast, directly (its counts are `mnak`'s seqnos).
 //!
 //! Each member counts the reliable casts it receives from each sender (its *row*) and gossips
-//! the row, with its own idea of what is stable, in an unreliable cast every `every` while
-//! anything it knows of is unstable, or its row changed, or a member's gossip shows that member
-//! behind. Gossip is cumulative, so a lost one is repaired by the next. Every member keeps the
+//! the row, with its own idea of what is stable, in an unreliable cast: `after` its row changes
+//! (so stability, and safe delivery, follow traffic closely), and every `every` while anything
+//! it knows of is unstable or a member's gossip shows that member behind (so a lost gossip is
+//! repaired). Gossip is cumulative, so a lost one is repaired by the next. Every member keeps the
 //! matrix of rows; column minima are the stable vector (Ensemble's STABLE; Birman, ch. 13.7,
 //! "garbage collection").
 //!
 //! Header: `Pass` (one byte) on casts from above; `Gossip { row, stable }` on its own.
 //! Point-to-point traffic passes untouched.
-//! Parameters: `every` (gossip period, default 10ms). Timer: one per period.
+//! Parameters: `after` (gossip this soon after the row changes, default 1ms; at most one such
+//! gossip per `after`), `every` (the repair period, default 10ms). Timers: the period, and one
+//! `after` the row changes.
 
 use std::time::Duration;
 
@@ -35,8 +38,13 @@ pub const INFO: LayerInfo = LayerInfo {
 
 fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
     let every = args.duration("every", Duration::from_millis(10))?;
-    Ok(Box::new(Stable::new(vs, every)))
+    let after = args.duration("after", Duration::from_millis(1))?;
+    Ok(Box::new(Stable::new(vs, every, after)))
 }
+
+/// Timer tokens: the repair period, and a gossip soon after our row changed.
+const TICK: u64 = 0;
+const SOON: u64 = 1;
 
 /// What this layer writes on the wire.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq, Clone)]
@@ -59,6 +67,9 @@ struct Stats {
 pub struct Stable {
     me: Rank,
     every: Duration,
+    after: Duration,
+    /// A gossip is due `after` a change of our row.
+    soon: bool,
     /// `rows[m][r]`: casts of `r` that `m` has received, as far as we know.
     rows: Vec<Vec<Seqno>>,
     /// The column minima of `rows`, as last announced.
@@ -69,11 +80,13 @@ pub struct Stable {
 }
 
 impl Stable {
-    fn new(vs: &ViewState, every: Duration) -> Self {
+    fn new(vs: &ViewState, every: Duration, after: Duration) -> Self {
         let n = vs.view.len();
         Stable {
             me: vs.rank,
             every,
+            after,
+            soon: false,
             rows: vec![vec![Seqno(0); n]; n],
             stable: vec![Seqno(0); n],
             owe_gossip: false,
@@ -120,7 +133,8 @@ impl Stable {
         }
     }
 
-    fn on_tick(&mut self, cx: &mut Cx<'_>) {
+    /// Gossips if anything is unstable or a member is behind.
+    fn gossip(&mut self, cx: &mut Cx<'_>) {
         self.update(cx);
         let mine = &self.rows[self.me.index()];
         let unstable = mine.iter().zip(&self.stable).any(|(m, s)| m > s);
@@ -131,13 +145,20 @@ impl Stable {
             self.stats.gossip_sent += 1;
             self.owe_gossip = false;
         }
-        cx.timer_after(self.every, ());
+    }
+
+    /// Our row changed: gossip soon, unless a gossip is already due.
+    fn on_row_change(&mut self, cx: &mut Cx<'_>) {
+        if !self.soon {
+            self.soon = true;
+            cx.timer_after(self.after, SOON);
+        }
     }
 }
 
 impl Layer for Stable {
     fn init(&mut self, cx: &mut Cx<'_>) {
-        cx.timer_after(self.every, ());
+        cx.timer_after(self.every, TICK);
     }
 
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
@@ -151,6 +172,7 @@ impl Layer for Stable {
                         Some(count) => *count = count.next(),
                         None => return self.stats.bad_header += 1,
                     }
+                    self.on_row_change(cx);
                 }
                 cx.up(Up::Cast { from, msg });
             }
@@ -169,8 +191,14 @@ impl Layer for Stable {
         }
     }
 
-    fn timer(&mut self, _: Token, cx: &mut Cx<'_>) {
-        self.on_tick(cx);
+    fn timer(&mut self, token: Token, cx: &mut Cx<'_>) {
+        if token == Token(SOON) {
+            self.soon = false;
+            self.gossip(cx);
+        } else {
+            self.gossip(cx);
+            cx.timer_after(self.every, TICK);
+        }
     }
 
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
@@ -190,7 +218,10 @@ mod tests {
     use quickcheck::quickcheck;
 
     fn stable(n: usize, rank: u32) -> Harness {
-        Harness::new(n, rank, |vs| Box::new(Stable::new(vs, Duration::from_millis(10))))
+        // The repair loop alone: the gossip after a row change never comes within these tests.
+        Harness::new(n, rank, |vs| {
+            Box::new(Stable::new(vs, Duration::from_millis(10), Duration::from_secs(3600)))
+        })
     }
 
     fn cast_from(h: &mut Harness, from: u32) {
@@ -271,6 +302,23 @@ mod tests {
         assert_eq!(sent_gossip(&mut h).len(), 1);
         h.advance(Duration::from_millis(30));
         assert!(sent_gossip(&mut h).is_empty());
+    }
+
+    #[test]
+    fn a_change_of_our_row_is_gossiped_after_a_short_delay_once() {
+        let mut h = Harness::from_info(2, 0, &INFO, "after=1ms,every=10ms");
+        cast_from(&mut h, 1);
+        cast_from(&mut h, 1);
+        h.advance(Duration::from_micros(999));
+        assert!(sent_gossip(&mut h).is_empty());
+        h.advance(Duration::from_micros(1));
+        assert_eq!(
+            sent_gossip(&mut h),
+            vec![Header::Gossip {
+                row: vec![Seqno(0), Seqno(2)],
+                stable: vec![Seqno(0), Seqno(0)]
+            }]
+        );
     }
 
     #[test]
