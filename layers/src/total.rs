@@ -380,8 +380,8 @@ mod tests {
         list.iter().map(|&(r, p)| (r, Bytes::from_static(p))).collect()
     }
 
-    /// The announcements `h` cast, as messages off the wire.
-    fn announcements(h: &mut Harness) -> Vec<Message> {
+    /// What `h` cast (announcements, or casts from above), as messages off the wire.
+    fn sent(h: &mut Harness) -> Vec<Message> {
         h.take_downs()
             .into_iter()
             .map(|ev| match ev {
@@ -426,13 +426,13 @@ mod tests {
         assert!(seq.take_downs().is_empty(), "nothing is announced before the turn ends");
         assert_eq!(seq.next_timer(), Some(seq.now()));
         seq.advance(Duration::ZERO);
-        let sent = announcements(&mut seq);
-        assert_eq!(sent.len(), 1);
-        assert_eq!(runs(&sent[0]), [(1, 2), (2, 1), (0, 2)]);
+        let announced = sent(&mut seq);
+        assert_eq!(announced.len(), 1);
+        assert_eq!(runs(&announced[0]), [(1, 2), (2, 1), (0, 2)]);
         assert_eq!((seq.counter("announcements"), seq.counter("announced_entries")), (1, 3));
         // The sequencer orders by its own announcement, as it comes back by loopback.
         assert!(delivered(&mut seq).is_empty());
-        seq.up(Up::Cast { from: SEQUENCER, msg: sent[0].clone() });
+        seq.up(Up::Cast { from: SEQUENCER, msg: announced[0].clone() });
         assert_eq!(
             delivered(&mut seq),
             got(&[(1, b"a"), (1, b"b"), (2, b"c"), (0, b"d"), (0, b"e")])
@@ -440,8 +440,8 @@ mod tests {
         // A cast of a later turn goes in a later announcement.
         cast(&mut seq, 2, &TOTAL, b"f");
         seq.advance(Duration::ZERO);
-        let sent = announcements(&mut seq);
-        assert_eq!(sent.iter().map(runs).collect::<Vec<_>>(), [vec![(2, 1)]]);
+        let announced = sent(&mut seq);
+        assert_eq!(announced.iter().map(runs).collect::<Vec<_>>(), [vec![(2, 1)]]);
     }
 
     #[test]
@@ -451,14 +451,14 @@ mod tests {
         cast(&mut seq, 1, &TOTAL, b"b");
         assert!(seq.take_downs().is_empty(), "one run so far");
         cast(&mut seq, 2, &TOTAL, b"c");
-        let sent = announcements(&mut seq);
-        assert_eq!(sent.iter().map(runs).collect::<Vec<_>>(), [vec![(1, 2), (2, 1)]]);
+        let announced = sent(&mut seq);
+        assert_eq!(announced.iter().map(runs).collect::<Vec<_>>(), [vec![(1, 2), (2, 1)]]);
         cast(&mut seq, 0, &TOTAL, b"d");
         seq.advance(Duration::from_micros(4999));
         assert!(seq.take_downs().is_empty(), "within the delay");
         seq.advance(Duration::from_micros(1));
-        let sent = announcements(&mut seq);
-        assert_eq!(sent.iter().map(runs).collect::<Vec<_>>(), [vec![(0, 1)]]);
+        let announced = sent(&mut seq);
+        assert_eq!(announced.iter().map(runs).collect::<Vec<_>>(), [vec![(0, 1)]]);
     }
 
     #[test]
@@ -498,7 +498,7 @@ mod tests {
             sender.down(Down::Cast(Message::new(Bytes::from_static(b"x")).with_level(level)));
         }
         sender.down(Down::Cast(Message::control().unreliable()));
-        let wires: Vec<Message> = announcements(&mut sender);
+        let wires: Vec<Message> = sent(&mut sender);
         let hdrs: Vec<Header> = wires.iter().map(|m| m.clone().pop().unwrap()).collect();
         assert_eq!(
             hdrs,
@@ -514,7 +514,7 @@ mod tests {
             seq.up(Up::Cast { from: Rank(1), msg });
         }
         seq.advance(Duration::ZERO);
-        for msg in announcements(&mut seq) {
+        for msg in sent(&mut seq) {
             seq.up(Up::Cast { from: SEQUENCER, msg });
         }
         let marks: Vec<(Level, bool)> = seq
@@ -583,7 +583,7 @@ mod tests {
                     let payload = Bytes::copy_from_slice(&id.to_le_bytes());
                     h.down(Down::Cast(Message::new(payload).with_level(level)));
                 }
-                announcements(&mut h)
+                sent(&mut h)
             })
             .collect()
     }
@@ -659,7 +659,7 @@ mod tests {
             // The sequencer: its arrivals, with a turn ending wherever the choice's high bit
             // says; its announcements come back to it at once.
             let mut announced = Vec::new();
-            let mut next = vec![0; 3];
+            let mut next = [0; 3];
             let order0 = interleave(&lens, &choices.0);
             for (k, &s) in order0.iter().enumerate() {
                 let msg = streams[s][next[s]].clone();
@@ -667,7 +667,7 @@ mod tests {
                 members[0].up(Up::Cast { from: Rank(s as u32), msg });
                 if choices.0.get(k).is_some_and(|c| c & 0x80 != 0) || k + 1 == order0.len() {
                     members[0].advance(Duration::ZERO);
-                    for a in announcements(&mut members[0]) {
+                    for a in sent(&mut members[0]) {
                         members[0].up(Up::Cast { from: SEQUENCER, msg: a.clone() });
                         announced.push(a);
                     }
