@@ -15,6 +15,7 @@ pub mod pack;
 pub mod pt2pt;
 pub mod safe;
 pub mod stable;
+pub mod total;
 
 /// Every layer of this crate, and the presets built from them.
 pub fn registry() -> Registry {
@@ -32,5 +33,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO, safe::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
+    vec![frag::INFO, total::INFO, safe::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
 }
