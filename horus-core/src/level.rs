@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// Order across levels: every message of one sender, whatever its level, is delivered in the
 /// order sent; the total order covers the `Total` and `Safe` messages of all senders.
+///
+/// Layers write a level on the wire as its index in this declaration (postcard's enum tag), so
+/// the order of the variants is part of the wire format: add new ones at the end.
 #[derive(
     Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize,
 )]
