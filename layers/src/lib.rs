@@ -8,6 +8,7 @@
 
 use horus_core::Registry;
 
+pub mod causal;
 pub mod flow;
 pub mod frag;
 pub mod mnak;
@@ -31,5 +32,5 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
+    vec![causal::INFO, frag::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
 }
