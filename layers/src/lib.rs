@@ -1,13 +1,21 @@
 //! The protocol layers of Horus for Rust, one per module, named as in stack specs.
 //!
 //! The canonical order, top to bottom, is
-//! `frag:flow:stable:mnak:pt2pt:pack` (the preset `reliable`): fragmentation above the
-//! reliable layers, so a lost fragment is resent alone; flow control above reliability, so it
-//! counts what receivers really got; stability just above `mnak`, whose sequence numbers it
-//! counts in; packing at the bottom, so retransmissions and control traffic are packed too.
+//! `frag:total:causal:safe:flow:stable:mnak:pt2pt:pack` (the preset `ordered`; `reliable` is
+//! the same without the three ordering layers):
+//! - fragmentation on top, so every layer below works on fragments: a lost fragment is resent
+//!   alone, and the ordering layers order fragments, which keeps their counts in step with
+//!   stability's;
+//! - `total` over `causal`, so the sequencer sees casts in causal order and the total order is
+//!   causal too (levels nest as Spread's do);
+//! - `safe` right over the layers that count casts as `stable` does (flow only holds casts);
+//! - flow control above reliability, so it counts what receivers really got;
+//! - stability just above `mnak`, whose sequence numbers it counts in;
+//! - packing at the bottom, so retransmissions and control traffic are packed too.
 
 use horus_core::Registry;
 
+pub mod causal;
 pub mod flow;
 pub mod frag;
 pub mod mnak;
@@ -24,6 +32,11 @@ pub fn registry() -> Registry {
         r.add_layer(info);
     }
     r.add_preset(
+        "ordered",
+        "frag:total:causal:safe:flow:stable:mnak:pt2pt:pack",
+        "every service level: fifo, causal, total and safe, over the reliable layers",
+    );
+    r.add_preset(
         "reliable",
         "frag:flow:stable:mnak:pt2pt:pack",
         "reliable FIFO multicast and point-to-point, any size, flow-controlled and packed",
@@ -33,5 +46,15 @@ pub fn registry() -> Registry {
 
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
-    vec![frag::INFO, total::INFO, safe::INFO, flow::INFO, stable::INFO, mnak::INFO, pt2pt::INFO, pack::INFO]
+    vec![
+        frag::INFO,
+        total::INFO,
+        causal::INFO,
+        safe::INFO,
+        flow::INFO,
+        stable::INFO,
+        mnak::INFO,
+        pt2pt::INFO,
+        pack::INFO,
+    ]
 }

@@ -88,7 +88,9 @@ use serde::{Deserialize, Serialize};
 pub const INFO: LayerInfo = LayerInfo {
     name: "total",
     doc: "total order of total-level casts, by a sequencer that announces the order in batches",
-    needs: Props::RELIABLE_CAST,
+    // Causal below: the `Total` level includes causal order, which holds when the sequencer
+    // sees casts in causal order.
+    needs: Props::RELIABLE_CAST.union(Props::CAUSAL),
     gives: Props::TOTAL,
     build,
 };

@@ -27,19 +27,11 @@ fn run(plan: &StackPlan, seed: u64, levels: Vec<Level>) -> (Report, SimOutcome) 
 
 #[test]
 fn every_member_delivers_total_casts_in_one_order_under_loss_duplication_and_reordering() {
-    let plan = horus_layers::registry().plan("total:reliable").unwrap();
-    // No `causal` layer is registered yet, so the stack gives total order without causal
-    // order, while the checker holds total-level casts to causality too (Total includes
-    // Causal). Every other property must hold.
-    assert!(horus_layers::registry().layer("causal").is_none(), "then run total:causal:reliable");
-    let (mut causal_only, mut ordered, mut announcements) = (0, 0, 0);
+    let plan = horus_layers::registry().plan("total:causal:reliable").unwrap();
+    let (mut ordered, mut announcements) = (0, 0);
     for seed in 0..SEEDS {
         let (report, out) = run(&plan, seed, vec![Level::Fifo, Level::Total]);
-        let others: Vec<_> =
-            report.properties().into_iter().filter(|p| *p != Property::Causal).collect();
-        assert!(others.is_empty(), "seed {seed}: {others:?}\n{report}");
-        let left_off = report.left_off.keys().any(|p| *p != Property::Causal);
-        assert!(!left_off, "seed {seed}\n{report}");
+        assert!(report.is_ok(), "seed {seed}\n{report}");
         // A static group without crashes: all five deliver every cast.
         let s = &out.stats;
         assert_eq!(s.deliveries, 5 * s.casts, "seed {seed}");
@@ -47,14 +39,10 @@ fn every_member_delivers_total_casts_in_one_order_under_loss_duplication_and_reo
         assert_eq!(counter("held"), 0, "seed {seed}: casts left waiting for their order");
         assert_eq!(counter("bad_header"), 0, "seed {seed}");
         assert!(counter("ordered") > 0 && counter("announcements") > 0, "seed {seed}");
-        causal_only += u64::from(!report.is_ok());
         ordered += counter("ordered");
         announcements += counter("announcements");
     }
-    println!(
-        "{causal_only} of {SEEDS} seeds had causal violations only; \
-         {ordered} total-level deliveries ordered by {announcements} announcements"
-    );
+    println!("{ordered} total-level deliveries ordered by {announcements} announcements");
 }
 
 /// Claims total order and only carries the level: what a stack without `total` does.
