@@ -190,6 +190,11 @@ impl Props {
         Props(self.0 | other.0)
     }
 
+    /// This set without the properties of `other`.
+    pub const fn without(self, other: Props) -> Props {
+        Props(self.0 & !other.0)
+    }
+
     pub const fn contains(self, other: Props) -> bool {
         self.0 & other.0 == other.0
     }

@@ -39,6 +39,10 @@ pub struct LayerInfo {
     pub doc: &'static str,
     pub needs: Props,
     pub gives: Props,
+    /// What it does not pass on from below, though it does not break it for itself: a layer
+    /// that merges, splits or consumes casts hides stability, whose counts no longer match the
+    /// casts the layers above it see.
+    pub hides: Props,
     pub build: BuildFn,
 }
 
@@ -86,6 +90,8 @@ pub enum StackError {
     Missing { layer: String, need: String, providers: String },
     #[error("layer `{layer}` needs {need}, which `{provider}` gives, but `{provider}` is above `{layer}`; move `{provider}` below `{layer}`")]
     Misplaced { layer: String, need: String, provider: String },
+    #[error("layer `{layer}` needs {need}, but `{hider}` between them hides it; put `{layer}` below `{hider}`")]
+    Hidden { layer: String, need: String, hider: String },
     #[error(transparent)]
     Param(#[from] ParamError),
     #[error("{endpoint} is not a member of the view it was to run in")]
@@ -171,6 +177,17 @@ impl Registry {
         for i in (0..layers.len()).rev() {
             let info = &layers[i].0;
             if let Some(need) = info.needs.iter().find(|p| !below.contains(*p)) {
+                let given_below = layers[i + 1..].iter().rposition(|(l, _)| l.gives.contains(need));
+                let hider = given_below.and_then(|g| {
+                    layers[i + 1..i + 1 + g].iter().find(|(l, _)| l.hides.contains(need))
+                });
+                if let Some((hider, _)) = hider {
+                    return Err(StackError::Hidden {
+                        layer: info.name.into(),
+                        need: need.describe(),
+                        hider: hider.name.into(),
+                    });
+                }
                 if let Some((above, _)) = layers[..i].iter().find(|(l, _)| l.gives.contains(need)) {
                     return Err(StackError::Misplaced {
                         layer: info.name.into(),
@@ -195,7 +212,7 @@ impl Registry {
                     providers,
                 });
             }
-            below = below | info.gives;
+            below = below.without(info.hides) | info.gives;
         }
         // Try each layer's parameters once, on a one-member view, so a bad value is an error
         // now rather than at the first view change.

@@ -92,14 +92,23 @@ fn alarm(args: &mut Args<'_>, _: &ViewState) -> Result<Box<dyn Layer>, ParamErro
 
 fn registry() -> Registry {
     let mut r = Registry::new();
-    let info =
-        |name, needs, gives, build| LayerInfo { name, doc: "test layer", needs, gives, build };
+    let info = |name, needs, gives, build| LayerInfo {
+        name,
+        doc: "test layer",
+        needs,
+        gives,
+        hides: if name == "merger" { Props::STABLE } else { Props::NONE },
+        build,
+    };
     r.add_layer(info("outer", Props::CAST, Props::NONE, tag));
     r.add_layer(info("inner", Props::CAST, Props::NONE, tag));
     r.add_layer(info("alarm", Props::NONE, Props::NONE, alarm));
     r.add_layer(info("rel", Props::CAST, Props::RELIABLE_CAST, tag));
     r.add_layer(info("rel2", Props::CAST, Props::RELIABLE_CAST, tag));
     r.add_layer(info("tot", Props::RELIABLE_CAST, Props::TOTAL, tag));
+    r.add_layer(info("stab", Props::RELIABLE_CAST, Props::STABLE, tag));
+    r.add_layer(info("merger", Props::RELIABLE_CAST, Props::NONE, tag));
+    r.add_layer(info("usestab", Props::STABLE, Props::NONE, tag));
     r.add_preset("ordered-test", "tot:rel", "total over reliable");
     r
 }
@@ -128,7 +137,10 @@ fn unknown_layer_is_named_with_the_known_ones() {
     let err = registry().plan("outer:mnakk").unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, StackError::UnknownLayer { ref name, .. } if name == "mnakk"), "{text}");
-    assert!(text.contains("known layers: alarm, inner, outer, rel, rel2, tot"), "{text}");
+    assert!(
+        text.contains("known layers: alarm, inner, merger, outer, rel, rel2, stab, tot, usestab"),
+        "{text}"
+    );
     assert!(text.contains("presets: none, ordered-test"), "{text}");
 }
 
@@ -148,6 +160,16 @@ fn misplaced_layer_error_says_to_move_it_below() {
         matches!(err, StackError::Misplaced { ref layer, ref provider, .. } if layer == "tot" && provider == "rel")
     );
     assert!(err.to_string().contains("move `rel` below `tot`"));
+}
+
+#[test]
+fn a_layer_that_hides_a_property_between_its_giver_and_its_user_is_refused() {
+    let err = registry().plan("usestab:merger:stab:rel").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer `usestab` needs stability, but `merger` between them hides it; put `usestab` below `merger`"
+    );
+    assert!(registry().plan("merger:usestab:stab:rel").is_ok());
 }
 
 #[test]

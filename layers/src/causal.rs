@@ -87,6 +87,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "causal order of casts by compressed vector timestamps (CBCAST)",
     needs: Props::RELIABLE_CAST,
     gives: Props::CAUSAL,
+    hides: Props::NONE,
     build,
 };
 

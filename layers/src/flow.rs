@@ -59,6 +59,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "credit-based flow control: at most `window` bytes unacknowledged per receiver",
     needs: Props::RELIABLE_CAST.union(Props::RELIABLE_SEND),
     gives: Props::FLOW,
+    hides: Props::NONE,
     build,
 };
 
@@ -641,6 +642,7 @@ mod tests {
         doc: "test stand-in: reliable multicast over a lossless network",
         needs: Props::CAST,
         gives: Props::RELIABLE_CAST,
+        hides: Props::NONE,
         build: |_, _| Ok(Box::new(Lossless)),
     };
 

@@ -67,6 +67,8 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "fragments messages longer than `size` (default 1400) and reassembles them",
     needs: Props::RELIABLE_CAST.union(Props::RELIABLE_SEND),
     gives: Props::LARGE,
+    // Fragments are what stability counts; the casts above are not.
+    hides: Props::STABLE,
     build,
 };
 
@@ -613,6 +615,7 @@ mod tests {
             doc: "passes events: over a lossless, ordered test network that is reliable",
             needs: Props::CAST.union(Props::SEND),
             gives: Props::RELIABLE_CAST.union(Props::RELIABLE_SEND),
+            hides: Props::NONE,
             build: |_, _| Ok(Box::new(Reliable)),
         });
         r.add_layer(LayerInfo {
@@ -620,6 +623,7 @@ mod tests {
             doc: "pushes a header",
             needs: Props::LARGE,
             gives: Props::NONE,
+            hides: Props::NONE,
             build: |_, _| Ok(Box::new(Above)),
         });
         let plan = r.plan(spec).unwrap();

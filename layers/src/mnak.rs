@@ -39,6 +39,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "reliable FIFO multicast by negative acknowledgement",
     needs: Props::CAST.union(Props::SEND),
     gives: Props::RELIABLE_CAST,
+    hides: Props::NONE,
     build,
 };
 

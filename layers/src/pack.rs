@@ -68,6 +68,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "packs small messages to one destination into one datagram of up to `size` bytes",
     needs: Props::CAST.union(Props::SEND),
     gives: Props::PACKED,
+    hides: Props::NONE,
     build,
 };
 

@@ -55,6 +55,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "reliable FIFO point-to-point: seqnos, cumulative acks, retransmission, a window",
     needs: Props::SEND,
     gives: Props::RELIABLE_SEND,
+    hides: Props::NONE,
     build,
 };
 

@@ -31,6 +31,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "uniform delivery: safe casts are delivered once every member holds them",
     needs: Props::STABLE,
     gives: Props::SAFE,
+    hides: Props::NONE,
     build,
 };
 

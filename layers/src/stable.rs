@@ -33,6 +33,7 @@ pub const INFO: LayerInfo = LayerInfo {
     doc: "stability detection: which casts every member holds",
     needs: Props::RELIABLE_CAST,
     gives: Props::STABLE,
+    hides: Props::NONE,
     build,
 };
 

@@ -81,7 +81,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 /// use horus_core::{Level, Props};
 ///
-/// let plan = horus_layers::registry().plan("total(delay=1ms):reliable").unwrap();
+/// let plan = horus_layers::registry().plan("total(delay=1ms):causal:reliable").unwrap();
 /// assert!(plan.gives().contains(Props::TOTAL));
 /// assert!(plan.levels().contains(&Level::Total));
 /// ```
@@ -92,6 +92,8 @@ pub const INFO: LayerInfo = LayerInfo {
     // sees casts in causal order.
     needs: Props::RELIABLE_CAST.union(Props::CAUSAL),
     gives: Props::TOTAL,
+    // It consumes its announcements, which stability counts.
+    hides: Props::STABLE,
     build,
 };
 

@@ -82,6 +82,7 @@ fn with_fake() -> Registry {
         doc: "claims causal order, passes every event",
         needs: Props::RELIABLE_CAST,
         gives: Props::CAUSAL,
+        hides: Props::NONE,
         build: build_fake,
     });
     r

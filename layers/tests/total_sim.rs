@@ -79,6 +79,7 @@ const FAKE_TOTAL: LayerInfo = LayerInfo {
     doc: "claims total order, passes everything",
     needs: Props::RELIABLE_CAST,
     gives: Props::TOTAL,
+    hides: Props::NONE,
     build: |_, _| Ok(Box::new(FakeTotal)),
 };
 
