@@ -27,6 +27,22 @@ pub enum Down {
     /// for retransmission: `stable[r]` casts of rank `r` are held by every member and may be
     /// freed.
     Stable(Vec<Seqno>),
+    /// These members have failed in this view (from the membership service). Layers stop
+    /// waiting for them: no acknowledgement, credit or stability is expected from them, and no
+    /// new cast of theirs is accepted, though their casts that other members hold are still
+    /// retransmitted among the survivors (Ensemble's `Fail`).
+    Fail(Vec<Rank>),
+    /// The view is ending: each layer finishes the reliable traffic it owes (the sequencer its
+    /// last order announcement) and sends no new reliable cast. The transport answers with
+    /// [`Up::BlockOk`], which reaches each layer after everything it sent before (Ensemble's
+    /// `Block`).
+    Block,
+    /// The cut of the view change: `cut[r]` casts of rank `r` are to be delivered in this view,
+    /// no more, no fewer. Reliable layers fetch what is missing up to it.
+    Cut(Vec<Seqno>),
+    /// Every cast of the cut is here: the transport answers with [`Up::Flush`], which drains
+    /// the layers bottom up.
+    Flush,
 }
 
 /// An event travelling toward the application.
@@ -46,6 +62,15 @@ pub enum Up {
     Stable(Vec<Seqno>),
     /// This member has left the group (or was excluded): nothing more will be delivered.
     Exit,
+    /// The answer to [`Down::Block`], travelling up behind everything the layers sent before it.
+    BlockOk,
+    /// How many casts of each rank this member has received (from `stable`), on the way to the
+    /// membership service: sent up just before [`Up::BlockOk`], and whenever it grows while a
+    /// [`Down::Cut`] is pending.
+    Received(Vec<Seqno>),
+    /// The answer to [`Down::Flush`]. Each layer that holds casts delivers or drops them, the
+    /// same way at every survivor, before passing it up: the last event of the view.
+    Flush,
 }
 
 impl Down {
@@ -58,6 +83,10 @@ impl Down {
             Down::BlockOk => "block-ok",
             Down::Suspect(_) => "suspect",
             Down::Stable(_) => "stable",
+            Down::Fail(_) => "fail",
+            Down::Block => "block",
+            Down::Cut(_) => "cut",
+            Down::Flush => "flush",
         }
     }
 }
@@ -73,6 +102,9 @@ impl Up {
             Up::Block => "block",
             Up::Stable(_) => "stable",
             Up::Exit => "exit",
+            Up::BlockOk => "block-ok",
+            Up::Received(_) => "received",
+            Up::Flush => "flush",
         }
     }
 }

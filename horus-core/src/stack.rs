@@ -402,8 +402,11 @@ impl Stack {
                 self.queue.push_back(Routed::Up(bottom, Up::Exit));
                 self.exited = true;
             }
-            // Nobody below to block, suspect or free buffers for.
-            Down::BlockOk | Down::Suspect(_) | Down::Stable(_) => {}
+            // The two round trips of a view change come back up behind all that went before.
+            Down::Block => self.queue.push_back(Routed::Up(bottom, Up::BlockOk)),
+            Down::Flush => self.queue.push_back(Routed::Up(bottom, Up::Flush)),
+            // Nobody below to block, suspect, fail or free buffers for.
+            Down::BlockOk | Down::Suspect(_) | Down::Stable(_) | Down::Fail(_) | Down::Cut(_) => {}
         }
     }
 

@@ -352,3 +352,13 @@ quickcheck! {
         drain_up(&mut b).is_empty()
     }
 }
+
+#[test]
+fn block_and_flush_come_back_up_behind_what_went_before() {
+    let (mut a, _) = pair("outer:inner");
+    a.down(Time(1), Down::Cast(Message::control()));
+    a.down(Time(1), Down::Block);
+    a.down(Time(1), Down::Flush);
+    let names: Vec<&str> = drain_up(&mut a).iter().map(|e| e.name()).collect();
+    assert_eq!(names, vec!["deliver-cast", "block-ok", "flush"]);
+}

@@ -723,7 +723,8 @@ impl<'a> Sim<'a> {
                 self.history.record(self.now, me, Event::Exit);
                 self.procs[node].stack = None;
             }
-            Up::Suspect(_) | Up::Stable(_) => {}
+            // The membership service handles these below the application.
+            Up::Suspect(_) | Up::Stable(_) | Up::BlockOk | Up::Received(_) | Up::Flush => {}
         }
     }
 
