@@ -35,14 +35,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::event::{Down, Up};
-use crate::history::{Event, History, Liveness, Membership, MsgId, Promises};
+use crate::history::{Event, History, Liveness, MsgId, Promises};
 use crate::ids::{Endpoint, GroupName, View};
-use crate::layer::Props;
 use crate::level::Level;
 use crate::message::Message;
+use crate::node::{Node, Processes};
 use crate::rng::Rng;
-use crate::spec::{StackError, StackPlan};
-use crate::stack::{Dest, Stack, Transmit};
+use crate::spec::StackError;
+use crate::stack::{Dest, Transmit};
 use crate::time::Time;
 use crate::view_state::ViewState;
 
@@ -126,10 +126,8 @@ pub enum SimError {
     NoNodes,
     #[error("service level `{level}` is not offered by stack `{stack}`; it offers: {offered}")]
     LevelNotOffered { level: Level, stack: String, offered: String },
-    #[error("restarts need a membership layer in the stack to rejoin; stack `{0}` has none")]
+    #[error("restarts need processes that can join a group; those of `{0}` cannot")]
     RestartsNeedMembership(String),
-    #[error("membership stacks are not simulated yet: stack `{0}` has a membership layer")]
-    MembershipNotSupported(String),
     #[error("size range {0}..={1} is empty")]
     BadSizes(usize, usize),
     #[error(transparent)]
@@ -187,11 +185,14 @@ macro_rules! trace {
     };
 }
 
+/// How long a blocked application waits before trying a cast again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(1);
+
 /// Datagrams a paused process can hold (a socket buffer), beyond which they are dropped.
 const PAUSE_QUEUE: usize = 10_000;
 
 /// Runs one seeded simulation of `plan`.
-pub fn simulate(plan: &StackPlan, config: &SimConfig) -> Result<SimOutcome, SimError> {
+pub fn simulate(plan: &dyn Processes, config: &SimConfig) -> Result<SimOutcome, SimError> {
     Sim::new(plan, config)?.run()
 }
 
@@ -231,7 +232,9 @@ impl Ord for Queued {
 struct Proc {
     endpoint: Endpoint,
     /// `None` once the process has crashed or exited.
-    stack: Option<Stack>,
+    stack: Option<Box<dyn Node>>,
+    /// Between `Up::Block` and the next view: the application holds its casts.
+    blocked: bool,
     paused_until: Option<Time>,
     inbox: VecDeque<(usize, Bytes)>,
     timer: Option<Time>,
@@ -242,7 +245,7 @@ struct Proc {
 }
 
 struct Sim<'a> {
-    plan: &'a StackPlan,
+    plan: &'a dyn Processes,
     config: &'a SimConfig,
     group: GroupName,
     levels: Vec<Level>,
@@ -264,7 +267,7 @@ struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
-    fn new(plan: &'a StackPlan, config: &'a SimConfig) -> Result<Self, SimError> {
+    fn new(plan: &'a dyn Processes, config: &'a SimConfig) -> Result<Self, SimError> {
         if config.nodes == 0 {
             return Err(SimError::NoNodes);
         }
@@ -272,13 +275,11 @@ impl<'a> Sim<'a> {
         if t.min_size > t.max_size {
             return Err(SimError::BadSizes(t.min_size, t.max_size));
         }
-        if plan.gives().contains(Props::MEMBERSHIP) {
-            return Err(SimError::MembershipNotSupported(plan.spec()));
-        }
         if config.faults.restarts
             || config.script.iter().any(|(_, f)| matches!(f, Fault::Restart(_)))
         {
-            return Err(SimError::RestartsNeedMembership(plan.spec()));
+            // A restarted process is a new endpoint, which must join: no process joins yet.
+            return Err(SimError::RestartsNeedMembership(plan.name()));
         }
         let offered = plan.levels();
         let levels = if !t.levels.is_empty() {
@@ -288,7 +289,7 @@ impl<'a> Sim<'a> {
                     let names: Vec<&str> = offered.iter().map(|l| l.as_str()).collect();
                     return Err(SimError::LevelNotOffered {
                         level,
-                        stack: plan.spec(),
+                        stack: plan.name(),
                         offered: if names.is_empty() {
                             "best effort only".into()
                         } else {
@@ -385,7 +386,7 @@ impl<'a> Sim<'a> {
             }
         }
         let promises = Promises {
-            membership: Membership::Static,
+            membership: self.plan.membership(),
             liveness: Some(Liveness { after: last_fault, bound: None }),
         };
         Ok(SimOutcome {
@@ -402,10 +403,12 @@ impl<'a> Sim<'a> {
     fn start(&mut self, node: usize, endpoint: Endpoint) -> Result<(), SimError> {
         let vs = ViewState::new(self.group.clone(), endpoint, self.static_view.clone())
             .expect("every node is in the static view");
-        let stack = self.plan.build(vs, self.rng.fork(), self.now)?;
+        let stack =
+            self.plan.start(&vs.group, endpoint, vs.view.clone(), self.rng.fork(), self.now)?;
         let proc = Proc {
             endpoint,
             stack: Some(stack),
+            blocked: false,
             paused_until: None,
             inbox: VecDeque::new(),
             timer: None,
@@ -454,6 +457,10 @@ impl<'a> Sim<'a> {
         if let Some(until) = self.paused(node) {
             return self.push(until, QEv::Cast { node, incarnation });
         }
+        if self.procs[node].blocked {
+            // A view change is under way: the application holds its cast until the next view.
+            return self.push(self.now + BLOCKED_RETRY, QEv::Cast { node, incarnation });
+        }
         let level = self.levels[self.rng.index(self.levels.len())];
         let t = &self.config.traffic;
         let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
@@ -478,7 +485,20 @@ impl<'a> Sim<'a> {
         if let Some(until) = self.paused(node) {
             return self.push(until, QEv::Send { node, incarnation });
         }
-        let to = (node + 1 + self.rng.index(self.config.nodes - 1)) % self.config.nodes;
+        if self.procs[node].blocked {
+            return self.push(self.now + BLOCKED_RETRY, QEv::Send { node, incarnation });
+        }
+        // To another member of the current view, by its rank there.
+        let Some(stack) = self.procs[node].stack.as_ref() else { return };
+        let view = stack.view().clone();
+        let me = self.procs[node].endpoint;
+        let others: Vec<_> = view.members.iter().filter(|e| **e != me).collect();
+        if others.is_empty() {
+            return;
+        }
+        let target = *others[self.rng.index(others.len())];
+        let to = target.node as usize;
+        let rank = view.rank_of(target).expect("a member of the view");
         let t = &self.config.traffic;
         let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
         let p = &mut self.procs[node];
@@ -489,7 +509,7 @@ impl<'a> Sim<'a> {
         trace!(self, id.sender, "send #{} to n{to} {size}B", id.seq);
         let now = self.now;
         if let Some(stack) = self.procs[node].stack.as_mut() {
-            stack.down(now, Down::Send(crate::ids::Rank(to as u32), msg));
+            stack.down(now, Down::Send(rank, msg));
         }
         self.pump(node);
     }
@@ -710,9 +730,12 @@ impl<'a> Sim<'a> {
             }
             Up::View(view) => {
                 trace!(self, me, "view {view}");
+                self.procs[node].blocked = false;
                 self.history.record(self.now, me, Event::View { view: (*view).clone() });
             }
             Up::Block => {
+                trace!(self, me, "block");
+                self.procs[node].blocked = true;
                 let now = self.now;
                 if let Some(s) = self.procs[node].stack.as_mut() {
                     s.down(now, Down::BlockOk);
