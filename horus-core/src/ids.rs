@@ -156,7 +156,8 @@ impl fmt::Debug for ViewId {
 pub struct View {
     pub id: ViewId,
     pub members: Vec<Endpoint>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Always written (a compact binary codec cannot skip fields); may be absent in JSON.
+    #[serde(default)]
     pub prev: Vec<ViewId>,
 }
 
@@ -238,6 +239,13 @@ mod tests {
         assert_eq!(v.coordinator(), Endpoint::new(5, 0));
         assert_eq!(v.rank_of(Endpoint::new(2, 0)), Some(Rank(1)));
         assert_eq!(v.member(Rank(2)), None);
+    }
+
+    #[test]
+    fn a_view_round_trips_through_the_binary_codec() {
+        let v = View::initial(vec![Endpoint::new(1, 0), Endpoint::new(2, 3)]);
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        assert_eq!(postcard::from_bytes::<View>(&bytes).unwrap(), v);
     }
 
     #[test]

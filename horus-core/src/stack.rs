@@ -46,6 +46,13 @@ struct WireHeader {
     from: Rank,
 }
 
+/// The group tag and view id a datagram is addressed to, if it is one of ours; lets a
+/// membership service hold datagrams of a view it has not installed yet.
+pub fn peek_view(datagram: &[u8]) -> Option<(u32, ViewId)> {
+    let (hdr, _) = postcard::take_from_bytes::<WireHeader>(datagram).ok()?;
+    (hdr.tag >> 4 == WIRE_VERSION).then_some((hdr.group, hdr.view))
+}
+
 /// Where a datagram goes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Dest {
