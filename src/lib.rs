@@ -21,9 +21,22 @@
 //! ```
 
 pub use horus_core as core;
+pub use horus_gms as gms;
 pub use horus_layers as layers;
 
 /// Every layer and preset a stack spec can name.
 pub fn registry() -> core::Registry {
-    layers::registry()
+    let mut r = layers::registry();
+    r.add_layer(gms::INFO);
+    r
+}
+
+/// The processes that run `plan`: members that change views when it has the membership
+/// layer on top, a static group otherwise.
+pub fn processes(plan: core::StackPlan) -> Box<dyn core::Processes> {
+    if plan.gives().contains(core::Props::MEMBERSHIP) {
+        Box::new(gms::GroupPlan::new(plan))
+    } else {
+        Box::new(plan)
+    }
 }

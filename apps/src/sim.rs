@@ -14,7 +14,7 @@ use horus_core::check::check;
 use horus_core::history::Latencies;
 use horus_core::sim::{simulate, FaultConfig, LinkModel, SimConfig, Traffic};
 use horus_core::spec::{parse_duration, parse_size};
-use horus_core::{Level, StackPlan};
+use horus_core::{Level, Processes};
 
 /// Runs seeded simulations of a stack over a faulty network and checks every history.
 ///
@@ -246,14 +246,15 @@ struct SeedResult {
 pub fn run(args: SimArgs) -> ExitCode {
     let registry = horus::registry();
     let plan = match registry.plan(&args.stack) {
-        Ok(p) => p,
+        Ok(p) => horus::processes(p),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let plan = &*plan;
     if let Some(seed) = args.seed {
-        return run_one(&args, &plan, seed);
+        return run_one(&args, plan, seed);
     }
     let started = Instant::now();
     let seeds = args.seeds.clone();
@@ -267,7 +268,7 @@ pub fn run(args: SimArgs) -> ExitCode {
                 if seed >= seeds.end || error.lock().expect("no worker panics").is_some() {
                     break;
                 }
-                match run_seed(&args, &plan, seed) {
+                match run_seed(&args, plan, seed) {
                     Ok(r) => results.lock().expect("no worker panics").push(r),
                     Err(e) => *error.lock().expect("no worker panics") = Some(e),
                 }
@@ -334,7 +335,7 @@ pub fn run(args: SimArgs) -> ExitCode {
     }
 }
 
-fn run_seed(args: &SimArgs, plan: &StackPlan, seed: u64) -> Result<SeedResult, String> {
+fn run_seed(args: &SimArgs, plan: &dyn Processes, seed: u64) -> Result<SeedResult, String> {
     let out = simulate(plan, &args.config(seed)).map_err(|e| e.to_string())?;
     let report = check(&out.history, &out.promises);
     let violations = all_violations(&report, &out);
@@ -378,7 +379,7 @@ fn all_violations(report: &horus_core::Report, out: &horus_core::sim::SimOutcome
     v
 }
 
-fn run_one(args: &SimArgs, plan: &StackPlan, seed: u64) -> ExitCode {
+fn run_one(args: &SimArgs, plan: &dyn Processes, seed: u64) -> ExitCode {
     let out = match simulate(plan, &args.config(seed)) {
         Ok(o) => o,
         Err(e) => {
@@ -388,7 +389,7 @@ fn run_one(args: &SimArgs, plan: &StackPlan, seed: u64) -> ExitCode {
     };
     let mut stdout = std::io::stdout().lock();
     if args.trace {
-        let _ = writeln!(stdout, "stack: {}  nodes: {}  seed: {seed}", plan.spec(), args.nodes);
+        let _ = writeln!(stdout, "stack: {}  nodes: {}  seed: {seed}", plan.name(), args.nodes);
         for (t, f) in &out.scenario {
             let _ = writeln!(stdout, "scenario {t:>12}  {f}");
         }

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 pub const INFO: LayerInfo = LayerInfo {
     name: "gms",
     doc: "membership: failures removed by virtually synchronous view changes",
-    needs: Props::RELIABLE_SEND.union(Props::STABLE),
+    needs: Props::RELIABLE_SEND.union(Props::FLUSH).union(Props::SUSPECT),
     gives: Props::MEMBERSHIP,
     hides: Props::NONE,
     build,

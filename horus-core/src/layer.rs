@@ -167,11 +167,16 @@ impl Props {
     pub const SAFE: Props = Props(1 << 10);
     /// View changes: membership, flush.
     pub const MEMBERSHIP: Props = Props(1 << 11);
+    /// The layers below take part in a view change: they report the casts received (rows) and
+    /// drain on a flush.
+    pub const FLUSH: Props = Props(1 << 12);
+    /// Suspicions of failure.
+    pub const SUSPECT: Props = Props(1 << 13);
 
     /// What the transport under every stack gives.
     pub const TRANSPORT: Props = Props(Props::CAST.0 | Props::SEND.0);
 
-    const NAMES: [(Props, &'static str); 12] = [
+    const NAMES: [(Props, &'static str); 14] = [
         (Props::CAST, "best-effort multicast"),
         (Props::SEND, "best-effort point-to-point"),
         (Props::RELIABLE_CAST, "reliable FIFO multicast"),
@@ -184,6 +189,8 @@ impl Props {
         (Props::TOTAL, "total order"),
         (Props::SAFE, "safe delivery"),
         (Props::MEMBERSHIP, "membership"),
+        (Props::FLUSH, "view-change flush"),
+        (Props::SUSPECT, "failure suspicion"),
     ];
 
     pub const fn union(self, other: Props) -> Props {

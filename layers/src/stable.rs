@@ -32,7 +32,8 @@ pub const INFO: LayerInfo = LayerInfo {
     name: "stable",
     doc: "stability detection: which casts every member holds",
     needs: Props::RELIABLE_CAST,
-    gives: Props::STABLE,
+    // Its rows are what a view change cuts by.
+    gives: Props::STABLE.union(Props::FLUSH),
     hides: Props::NONE,
     build,
 };
