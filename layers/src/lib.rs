@@ -23,6 +23,7 @@ pub mod pack;
 pub mod pt2pt;
 pub mod safe;
 pub mod stable;
+pub mod suspect;
 pub mod total;
 
 /// Every layer of this crate, and the presets built from them.
@@ -47,6 +48,7 @@ pub fn registry() -> Registry {
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
     vec![
+        suspect::INFO,
         frag::INFO,
         total::INFO,
         causal::INFO,
