@@ -11,6 +11,7 @@
 //! - `safe` right over the layers that count casts as `stable` does (flow only holds casts);
 //! - flow control above reliability, so it counts what receivers really got;
 //! - stability just above `mnak`, whose sequence numbers it counts in;
+//! - failure suspicion (`suspect`) right under `mnak`, where it hears first-hand datagrams;
 //! - packing at the bottom, so retransmissions and control traffic are packed too.
 
 use horus_core::Registry;
@@ -33,6 +34,11 @@ pub fn registry() -> Registry {
         r.add_layer(info);
     }
     r.add_preset(
+        "vsync",
+        "gms:frag:total:causal:safe:flow:stable:mnak:suspect:pt2pt:pack",
+        "the default: every service level, in views that change when members fail",
+    );
+    r.add_preset(
         "ordered",
         "frag:total:causal:safe:flow:stable:mnak:pt2pt:pack",
         "every service level: fifo, causal, total and safe, over the reliable layers",
@@ -48,7 +54,6 @@ pub fn registry() -> Registry {
 /// The layers of this crate.
 pub fn all() -> Vec<horus_core::LayerInfo> {
     vec![
-        suspect::INFO,
         frag::INFO,
         total::INFO,
         causal::INFO,
@@ -56,6 +61,7 @@ pub fn all() -> Vec<horus_core::LayerInfo> {
         flow::INFO,
         stable::INFO,
         mnak::INFO,
+        suspect::INFO,
         pt2pt::INFO,
         pack::INFO,
     ]

@@ -3,10 +3,12 @@
 //! Adds: an up [`Up::Suspect`] naming the members of the view that have been silent for more
 //! than `max_idle` sweeps, so that the membership service above can remove them by a view
 //! change. It decides nothing itself: suspicion is a hint, and only membership acts on it.
-//! Needs below: best-effort multicast. Gives nothing new and hides nothing.
-//! Place: near the top of a stack, under the membership service and above the reliable layers
-//! (`gms:suspect:frag:total:...`), so that every cast or send that comes up through it counts
-//! as hearing from its sender: busy members need no pings.
+//! Needs below: best-effort multicast. Gives suspicions (`Props::SUSPECT`).
+//! Place: low, right under the reliable multicast layer (`...:mnak:suspect:pt2pt:pack`), so
+//! that it hears first-hand datagrams only: every datagram that comes up through it counts as
+//! hearing from its sender (busy members need no pings), a cast of a failed member that
+//! another member retransmits counts for the retransmitter, not for the failed one, and no
+//! layer above (flow control) can hold back the traffic that stands for a member's heartbeat.
 //!
 //! The rule is Ensemble's SUSPECT layer (Hayden, *The Ensemble System*, 1998) on Birman's
 //! heartbeat failure detector (Birman, ch. 13, on failure detectors), counted in sweeps rather
@@ -44,7 +46,7 @@ pub const INFO: LayerInfo = LayerInfo {
     name: "suspect",
     doc: "heartbeat failure detection: suspects members silent for too many sweeps",
     needs: Props::CAST,
-    gives: Props::NONE,
+    gives: Props::SUSPECT,
     hides: Props::NONE,
     build,
 };
