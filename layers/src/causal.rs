@@ -61,8 +61,8 @@
 //!
 //! Counters: `casts` (reliable casts stamped), `delivered` (casts passed up, own included),
 //! `held` (casts waiting now), `max_held` (the most ever waiting at once), `delayed` (casts
-//! that had to wait), `dropped_at_flush`, `bad_header` (dropped: undecodable, or a timestamp naming a rank outside
-//! the view, its own sender, or going backward).
+//! that had to wait), `dropped_at_flush`, `bad_header` (dropped: undecodable, or a timestamp
+//! naming a rank outside the view, its own sender, or going backward).
 
 use std::collections::VecDeque;
 

@@ -39,9 +39,8 @@
 //! each at most `max` bytes.
 //!
 //! Counters: `fragmented` (messages split), `fragments_sent`, `reassembled`, `dropped_at_flush`,
-//! `bad_header`,
-//! `bad_sequence` (a fragment out of order: the partial message is dropped; never happens over
-//! reliable FIFO layers), `too_large`, `unreliable_oversize`.
+//! `bad_header`, `bad_sequence` (a fragment out of order: the partial message is dropped; never
+//! happens over reliable FIFO layers), `too_large`, `unreliable_oversize`.
 //!
 //! Source: the FRAG layer of Horus (van Renesse, Birman, Maffeis, *Horus: a flexible group
 //! communication system*, CACM 39(4), 1996) and of Ensemble (Hayden, *The Ensemble System*,

@@ -425,10 +425,8 @@ mod tests {
         h.down(Down::Fail(vec![Rank(2)]));
         let downs = h.take_downs();
         let s = seqnos(&[0, 1, 0]);
-        assert!(
-            matches!(downs.as_slice(), [Down::Stable(st), Down::Fail(f)] if *st == s && f == &[Rank(2)]),
-            "{downs:?}"
-        );
+        let [Down::Stable(st), Down::Fail(f)] = downs.as_slice() else { panic!("{downs:?}") };
+        assert_eq!((st, f.as_slice()), (&s, &[Rank(2)][..]));
         assert_eq!(stable_events(&mut h).0, vec![s]);
         // Whatever the failed member still says is not taken.
         gossip(&mut h, 2, &[0, 0, 0], &[0, 0, 0]);
@@ -447,10 +445,8 @@ mod tests {
         h.take_ups();
         h.up(Up::BlockOk);
         let ups = h.take_ups();
-        assert!(
-            matches!(ups.as_slice(), [Up::Received(row), Up::BlockOk] if *row == seqnos(&[2, 0, 1])),
-            "{ups:?}"
-        );
+        let [Up::Received(row), Up::BlockOk] = ups.as_slice() else { panic!("{ups:?}") };
+        assert_eq!(*row, seqnos(&[2, 0, 1]));
     }
 
     #[test]
