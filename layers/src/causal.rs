@@ -52,12 +52,17 @@
 //! is stable), so the queue holds at most what the group casts while a loss is repaired, a
 //! few `retrans` periods of traffic; each held cast keeps its payload and one full timestamp
 //! (a count per member). Held casts whose predecessor no live member holds wait until the
-//! view ends, when the stack, queue and all, is replaced.
+//! view ends.
+//!
+//! View change: on `Up::Flush` every survivor holds the same casts, so a cast still held then
+//! follows a cast no survivor holds, which can only be a failed sender's: every held cast is
+//! dropped (`dropped_at_flush`), the same ones at every survivor, and `Flush` goes up. (A held
+//! cast whose predecessors are all here would have been delivered already.)
 //!
 //! Counters: `casts` (reliable casts stamped), `delivered` (casts passed up, own included),
 //! `held` (casts waiting now), `max_held` (the most ever waiting at once), `delayed` (casts
-//! that had to wait), `bad_header` (dropped: undecodable, or a timestamp naming a rank outside
-//! the view, its own sender, or going backward).
+//! that had to wait), `dropped_at_flush`, `bad_header` (dropped: undecodable, or a timestamp
+//! naming a rank outside the view, its own sender, or going backward).
 
 use std::collections::VecDeque;
 
@@ -129,6 +134,7 @@ struct Stats {
     delivered: u64,
     max_held: u64,
     delayed: u64,
+    dropped_at_flush: u64,
     bad_header: u64,
 }
 
@@ -150,8 +156,13 @@ pub struct Causal {
 
 impl Layer for Causal {
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        let Up::Cast { from, mut msg } = ev else {
-            return cx.up(ev);
+        let (from, mut msg) = match ev {
+            Up::Cast { from, msg } => (from, msg),
+            Up::Flush => {
+                self.on_flush();
+                return cx.up(Up::Flush);
+            }
+            ev => return cx.up(ev),
         };
         match msg.pop::<Header>() {
             Ok(Header::Ts { level, delta }) => self.on_ts(from, level, &delta, msg, cx),
@@ -187,6 +198,7 @@ impl Layer for Causal {
         report("held", self.held);
         report("max_held", s.max_held);
         report("delayed", s.delayed);
+        report("dropped_at_flush", s.dropped_at_flush);
         report("bad_header", s.bad_header);
     }
 }
@@ -205,6 +217,15 @@ impl Causal {
             held: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// The view ends: what is still held follows a cast of a failed sender no survivor holds.
+    fn on_flush(&mut self) {
+        for s in &mut self.senders {
+            self.stats.dropped_at_flush += s.queue.len() as u64;
+            s.queue.clear();
+        }
+        self.held = 0;
     }
 
     /// The delta for our next cast: the entries of `past`, ours aside, changed since our
@@ -470,6 +491,19 @@ mod tests {
         assert!(m.headers().is_empty());
         h.up(Up::Send { from: Rank(1), msg: Message::from_wire(b(b"s")) });
         assert!(matches!(h.take_ups().as_slice(), [Up::Send { msg, .. }] if msg.payload() == "s"));
+    }
+
+    #[test]
+    fn casts_still_held_at_flush_are_dropped() {
+        // p1's "b" follows p0's first cast, which no survivor holds; "c" waits behind "b".
+        let mut h = causal(4, 3);
+        arrive(&mut h, 1, ts(Level::Causal, &[(0, 1)], b"b"));
+        arrive(&mut h, 1, ts(Level::Fifo, &[], b"c"));
+        arrive(&mut h, 2, ts(Level::Causal, &[], b"ok"));
+        assert_eq!(payloads(&mut h), [b(b"ok")]);
+        h.up(Up::Flush);
+        assert!(matches!(h.take_ups().as_slice(), [Up::Flush]));
+        assert_eq!((h.counter("held"), h.counter("dropped_at_flush")), (0, 2));
     }
 
     #[test]

@@ -32,6 +32,15 @@
 //! ahead of the slowest receiver. Unreliable messages take no credit and are never held.
 //! Own casts and sends to oneself take no credit: a sender does not limit itself toward itself.
 //!
+//! View change: on `Down::Fail(ranks)` the failed members no longer limit sending: their
+//! credit state is dropped, casts need credit from the survivors only and sends to the failed
+//! none (`pt2pt` below drops them), held events that now fit are released, and the failed are
+//! neither credited nor answered. `Fail` itself goes down at once, ahead of held events: it
+//! says nothing about our own traffic, and holding it behind casts that wait for the failed
+//! members' credit would never release them. `Block`, `Cut` and `Flush` wait behind held events
+//! like every other down event, so the transport's answers (`BlockOk`, `Flush`) come back up
+//! only after our last casts went down.
+//!
 //! Header (postcard: a one-byte tag, then varints):
 //! - `Pass`: an unreliable message, passed without credit.
 //! - `Data`: a reliable cast or send, counted against the window.
@@ -94,6 +103,8 @@ pub struct Flow {
     /// When the held queue last made progress (or began).
     stalled_since: Time,
     retry_armed: bool,
+    /// By rank: failed in this view (from `Down::Fail`).
+    failed: Vec<bool>,
     stats: Stats,
 }
 
@@ -144,6 +155,7 @@ fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamErr
         held_bytes: 0,
         stalled_since: Time::ZERO,
         retry_armed: false,
+        failed: vec![false; vs.view.len()],
         stats: Stats::default(),
     }))
 }
@@ -159,7 +171,8 @@ impl Layer for Flow {
             self.stats.bad_header += 1;
             return;
         }
-        let other = from != self.me;
+        // The failed are owed no credit and no answer; what they sent still goes up.
+        let other = from != self.me && !self.failed[from.index()];
         match msg.pop::<Header>() {
             Ok(Header::Pass) => deliver(from, msg, cast, cx),
             Ok(Header::Data) => {
@@ -168,8 +181,10 @@ impl Layer for Flow {
                 }
                 deliver(from, msg, cast, cx);
             }
-            Ok(Header::Credit { casts, sends }) if !cast && other => {
-                self.on_credit(from, casts, sends, cx);
+            Ok(Header::Credit { casts, sends }) if !cast && from != self.me => {
+                if other {
+                    self.on_credit(from, casts, sends, cx);
+                }
             }
             Ok(Header::CreditRequest) if cast => {
                 // Our own request, looped back, needs no answer.
@@ -192,6 +207,11 @@ impl Layer for Flow {
             Down::Send(to, mut msg) if msg.is_unreliable() => {
                 msg.push(&Header::Pass);
                 cx.down(Down::Send(to, msg));
+            }
+            Down::Fail(ranks) => {
+                self.on_fail(&ranks);
+                cx.down(Down::Fail(ranks));
+                self.release(cx);
             }
             // Behind held events, everything waits its turn.
             ev if !self.held.is_empty() || !self.fits(&ev) => self.hold(ev, cx),
@@ -221,10 +241,20 @@ impl Layer for Flow {
 }
 
 impl Flow {
-    /// The ranks of the other members.
-    fn others(&self) -> impl Iterator<Item = usize> + Clone {
+    /// The ranks of the other members that have not failed.
+    fn others(&self) -> impl Iterator<Item = usize> + Clone + '_ {
         let me = self.me.index();
-        (0..self.members.len()).filter(move |r| *r != me)
+        (0..self.members.len()).filter(move |r| *r != me && !self.failed[*r])
+    }
+
+    /// These members failed: they no longer hold back what we send.
+    fn on_fail(&mut self, ranks: &[Rank]) {
+        for r in ranks {
+            if r.index() < self.members.len() && *r != self.me {
+                self.failed[r.index()] = true;
+                self.members[r.index()] = Member::default();
+            }
+        }
     }
 
     fn cast_in_flight(&self, r: usize) -> u64 {
@@ -244,7 +274,11 @@ impl Flow {
                 let idle = self.others().all(|r| self.cast_in_flight(r) == 0);
                 idle || self.others().all(|r| self.cast_in_flight(r) + len <= self.window)
             }
-            Down::Send(to, msg) if *to != self.me && to.index() < self.members.len() => {
+            Down::Send(to, msg)
+                if *to != self.me
+                    && to.index() < self.members.len()
+                    && !self.failed[to.index()] =>
+            {
                 let in_flight = self.send_in_flight(to.index());
                 in_flight == 0 || in_flight + msg.len() as u64 <= self.window
             }
@@ -592,6 +626,58 @@ mod tests {
         credit(&mut h, 1, 100, 0);
         let downs = h.take_downs();
         assert!(matches!(downs.as_slice(), [Down::Cast(_), Down::BlockOk]));
+    }
+
+    #[test]
+    fn a_failed_receiver_no_longer_holds_back_casts() {
+        let mut h = harness(3, 0, &[("window", "1000")]);
+        h.down(Down::Cast(bytes(600)));
+        h.down(Down::Cast(bytes(600)));
+        h.down(Down::Send(Rank(2), bytes(900)));
+        h.down(Down::Send(Rank(2), bytes(200)));
+        assert_eq!(went_down(&mut h).len(), 1);
+        credit(&mut h, 1, 600, 0);
+        assert!(went_down(&mut h).is_empty(), "rank 2 has acknowledged nothing");
+        h.down(Down::Fail(vec![Rank(2)]));
+        let downs = h.take_downs();
+        assert!(matches!(downs.first(), Some(Down::Fail(r)) if r == &[Rank(2)]), "{downs:?}");
+        let released: Vec<(Option<Rank>, usize)> = downs[1..]
+            .iter()
+            .map(|ev| match ev {
+                Down::Cast(m) => (None, m.len() - 1),
+                Down::Send(to, m) => (Some(*to), m.len() - 1),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(released, vec![(None, 600), (Some(Rank(2)), 900), (Some(Rank(2)), 200)]);
+        assert_eq!(h.counter("held_bytes"), 0);
+        assert_eq!(h.counter("cast_in_flight"), 600);
+        // The failed member is neither credited nor answered.
+        for _ in 0..4 {
+            h.up(Up::Cast { from: Rank(2), msg: arriving(Header::Data, 300) });
+        }
+        h.up(Up::Cast { from: Rank(2), msg: arriving(Header::CreditRequest, 0) });
+        credit(&mut h, 2, 1200, 0);
+        assert!(h.take_downs().is_empty());
+        assert_eq!(h.take_ups().len(), 4);
+        assert_eq!(h.counter("bad_header"), 0);
+    }
+
+    #[test]
+    fn block_cut_and_flush_wait_behind_held_casts() {
+        let mut h = harness(2, 0, &[("window", "100")]);
+        h.down(Down::Cast(bytes(100)));
+        h.down(Down::Cast(bytes(100)));
+        h.down(Down::Block);
+        h.down(Down::Cut(vec![]));
+        h.down(Down::Flush);
+        assert_eq!(went_down(&mut h).len(), 1);
+        credit(&mut h, 1, 100, 0);
+        let downs = h.take_downs();
+        assert!(
+            matches!(downs.as_slice(), [Down::Cast(_), Down::Block, Down::Cut(_), Down::Flush]),
+            "{downs:?}"
+        );
     }
 
     #[test]

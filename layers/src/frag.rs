@@ -31,12 +31,16 @@
 //!   sender, and a train announcing one is dropped by its receivers without allocating it;
 //!   both count `too_large`.
 //!
+//! View change: on `Up::Flush` the messages still partly reassembled are dropped
+//! (`dropped_at_flush`): their missing fragments were sent by a failed member and are held by
+//! no survivor, so every survivor drops the same ones. Then `Flush` goes up.
+//!
 //! Timers: none. Queues: at most one partial message per sender for casts and one for sends,
 //! each at most `max` bytes.
 //!
-//! Counters: `fragmented` (messages split), `fragments_sent`, `reassembled`, `bad_header`,
-//! `bad_sequence` (a fragment out of order: the partial message is dropped; never happens over
-//! reliable FIFO layers), `too_large`, `unreliable_oversize`.
+//! Counters: `fragmented` (messages split), `fragments_sent`, `reassembled`, `dropped_at_flush`,
+//! `bad_header`, `bad_sequence` (a fragment out of order: the partial message is dropped; never
+//! happens over reliable FIFO layers), `too_large`, `unreliable_oversize`.
 //!
 //! Source: the FRAG layer of Horus (van Renesse, Birman, Maffeis, *Horus: a flexible group
 //! communication system*, CACM 39(4), 1996) and of Ensemble (Hayden, *The Ensemble System*,
@@ -119,6 +123,7 @@ struct Stats {
     bad_sequence: u64,
     too_large: u64,
     unreliable_oversize: u64,
+    dropped_at_flush: u64,
 }
 
 /// Whether a message came as a cast or a send.
@@ -155,6 +160,10 @@ impl Layer for Frag {
         match ev {
             Up::Cast { from, msg } => self.on_data(Kind::Cast, from, msg, cx),
             Up::Send { from, msg } => self.on_data(Kind::Send, from, msg, cx),
+            Up::Flush => {
+                self.on_flush();
+                cx.up(Up::Flush);
+            }
             ev => cx.up(ev),
         }
     }
@@ -172,6 +181,7 @@ impl Layer for Frag {
         report("fragmented", s.fragmented);
         report("fragments_sent", s.fragments_sent);
         report("reassembled", s.reassembled);
+        report("dropped_at_flush", s.dropped_at_flush);
         report("bad_header", s.bad_header);
         report("bad_sequence", s.bad_sequence);
         report("too_large", s.too_large);
@@ -183,6 +193,16 @@ impl Frag {
     fn new(size: usize, max: usize, nmembers: usize) -> Self {
         let idle = || (0..nmembers).map(|_| Partial::Idle).collect();
         Frag { size, max, casts: idle(), sends: idle(), stats: Stats::default() }
+    }
+
+    /// The view ends: a message still partial never gets its last fragments.
+    fn on_flush(&mut self) {
+        for slot in self.casts.iter_mut().chain(&mut self.sends) {
+            if !matches!(slot, Partial::Idle) {
+                self.stats.dropped_at_flush += 1;
+            }
+            *slot = Partial::Idle;
+        }
     }
 
     /// A cast or send from above: whole, or cut into fragments.
@@ -380,6 +400,25 @@ mod tests {
             assert_eq!(frag_header(m), hdr);
         }
         assert_eq!((h.counter("fragmented"), h.counter("fragments_sent")), (1, 3));
+    }
+
+    #[test]
+    fn partial_messages_at_flush_are_dropped() {
+        let (mut a, mut b) = (harness(10, 1 << 20), harness(10, 1 << 20));
+        a.down(Down::Cast(Message::new(bytes(35, 6))));
+        a.down(Down::Send(Rank(0), Message::new(bytes(25, 7))));
+        let mut frags = wire(a.take_downs());
+        assert_eq!(frags.len(), 7);
+        let sends = frags.split_off(4);
+        // All but the last fragment of each: the sender failed before it went.
+        cast_up(&mut b, 2, frags[..3].to_vec());
+        for msg in sends.into_iter().take(2) {
+            b.up(Up::Send { from: Rank(1), msg });
+        }
+        assert!(b.take_ups().is_empty());
+        b.up(Up::Flush);
+        assert!(matches!(b.take_ups().as_slice(), [Up::Flush]));
+        assert_eq!(b.counter("dropped_at_flush"), 2);
     }
 
     #[test]

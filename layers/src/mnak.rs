@@ -20,6 +20,16 @@
 //! Casts marked unreliable pass with a one-byte `Unreliable` header; point-to-point traffic
 //! from above passes with a one-byte `Pass` header.
 //!
+//! View change: on `Down::Fail(ranks)` (passed on down) the failed members' rows freeze: their
+//! first-hand `Data`, `Tail`s, naks and retransmissions are dropped (counted `from_failed`),
+//! their casts are delivered no further than we had delivered them, and they are never nakked
+//! (the rotation skips them, starting at the next survivor when the origin failed), though
+//! retransmissions of their casts by survivors are still taken in and we still answer naks for
+//! them. On `Down::Cut(cut)` (passed on down) every sender's highest known seqno becomes at least
+//! `cut[r]` and what is missing is nakked at once; a failed sender's casts are then delivered up
+//! to `cut[r]` and never beyond, so a survivor that holds one of them past the cut (first-hand,
+//! out of order) does not deliver what the others will not (Ensemble's `Fail`).
+//!
 //! Parameters: `retrans` (sweep period: naks are repeated and tails sent at most this often;
 //! default 10ms), `window` (how far past the next expected seqno a cast may arrive and be
 //! held; beyond, it is dropped and counted, and recovered by nak later; default 65536).
@@ -84,12 +94,25 @@ struct Sender {
     nak_tries: u64,
     /// No nak for this sender before this time.
     nak_after: Time,
+    /// Failed in this view: its casts are delivered only below `limit`.
+    failed: bool,
+    /// For a failed sender: what we had delivered at the failure, then the cut.
+    limit: Seqno,
 }
 
 impl Sender {
     fn get(&self, s: Seqno) -> Option<&Message> {
         let i = s.0.checked_sub(self.base.0)?;
         self.buf.get(usize::try_from(i).ok()?)?.as_ref()
+    }
+
+    /// One past the last seqno we still expect: for a failed sender, no more than its limit.
+    fn wanted(&self) -> Seqno {
+        if self.failed {
+            self.highest.min(self.limit)
+        } else {
+            self.highest
+        }
     }
 }
 
@@ -105,6 +128,7 @@ struct Stats {
     tails_sent: u64,
     unanswerable: u64,
     out_of_window: u64,
+    from_failed: u64,
     bad_header: u64,
 }
 
@@ -119,6 +143,8 @@ pub struct Mnak {
     /// When we last cast reliably.
     last_cast: Time,
     senders: Vec<Sender>,
+    /// The cut of the view change, once known.
+    cut: Option<Vec<Seqno>>,
     stats: Stats,
 }
 
@@ -131,8 +157,13 @@ impl Mnak {
             next: Seqno(0),
             last_cast: Time::ZERO,
             senders: (0..vs.view.len()).map(|_| Sender::default()).collect(),
+            cut: None,
             stats: Stats::default(),
         }
+    }
+
+    fn is_failed(&self, r: Rank) -> bool {
+        self.senders.get(r.index()).is_some_and(|s| s.failed)
     }
 
     fn buffered(&self) -> u64 {
@@ -163,36 +194,59 @@ impl Mnak {
             s.buf[i] = Some(msg);
         }
         s.highest = s.highest.max(seqno.next());
-        // Deliver what is now in order.
-        while let Some(Some(m)) = s.buf.get((s.expected.0 - s.base.0) as usize) {
-            cx.up(Up::Cast { from, msg: m.clone() });
-            s.expected = s.expected.next();
-            self.stats.delivered += 1;
-        }
-        if s.expected == s.highest {
+        self.deliver(from, cx);
+        let s = &mut self.senders[from.index()];
+        if s.expected >= s.wanted() {
             s.nak_tries = 0;
         } else {
             self.maybe_nak(from, cx);
         }
     }
 
+    /// Delivers `from`'s casts that are now in order (a failed sender's only below its limit).
+    fn deliver(&mut self, from: Rank, cx: &mut Cx<'_>) {
+        let s = &mut self.senders[from.index()];
+        while let Some(Some(m)) = s.buf.get((s.expected.0 - s.base.0) as usize) {
+            if s.failed && s.expected >= s.limit {
+                break;
+            }
+            cx.up(Up::Cast { from, msg: m.clone() });
+            s.expected = s.expected.next();
+            self.stats.delivered += 1;
+        }
+    }
+
+    /// The member to ask for `origin`'s casts on the `tries`-th nak: the origin, then every
+    /// other member in turn, skipping ourselves and the failed. None if nobody is left to ask.
+    fn nak_target(&self, origin: Rank, tries: u64) -> Option<Rank> {
+        let n = self.senders.len();
+        let eligible = |r: usize| r != self.me.index() && !self.senders[r].failed;
+        let count = (0..n).filter(|&r| eligible(r)).count() as u64;
+        if count == 0 {
+            return None;
+        }
+        let k = (tries % count) as usize;
+        (0..n)
+            .map(|i| (origin.index() + i) % n)
+            .filter(|&r| eligible(r))
+            .nth(k)
+            .map(|r| Rank(r as u32))
+    }
+
     /// Asks for `origin`'s missing casts, unless we asked less than a sweep ago.
     fn maybe_nak(&mut self, origin: Rank, cx: &mut Cx<'_>) {
-        let n = self.senders.len() as u64;
-        let me = self.me;
-        let s = &mut self.senders[origin.index()];
-        if s.expected >= s.highest || cx.now() < s.nak_after || origin == me {
+        let s = &self.senders[origin.index()];
+        if s.expected >= s.wanted() || cx.now() < s.nak_after || origin == self.me {
             return;
         }
         // First the sender; then, the gap persisting, every other member in turn: one of them
-        // may hold the cast of a sender that failed (Ensemble manual, MNAK).
-        let mut target = (u64::from(origin.0) + s.nak_tries) % n;
-        if target == u64::from(me.0) {
-            target = (target + 1) % n;
-        }
-        // Every hole between what we delivered and the highest seqno known, up to MAX_NAK
+        // may hold the cast of a sender that failed (Ensemble manual, MNAK). Never a failed
+        // member: it will not answer.
+        let Some(target) = self.nak_target(origin, s.nak_tries) else { return };
+        let s = &mut self.senders[origin.index()];
+        // Every hole between what we delivered and the highest seqno expected, up to MAX_NAK
         // casts in all: one nak per hole (packing puts them in one datagram).
-        let end = s.highest.0.min(s.expected.0 + MAX_NAK);
+        let end = s.wanted().0.min(s.expected.0 + MAX_NAK);
         let mut seqno = s.expected.0;
         while seqno < end {
             if s.get(Seqno(seqno)).is_some() {
@@ -206,7 +260,7 @@ impl Mnak {
             let mut msg = Message::control().unreliable();
             msg.push(&Header::Nak { origin, lo: Seqno(lo), hi: Seqno(seqno) });
             self.stats.naks_sent += 1;
-            cx.down(Down::Send(Rank(target as u32), msg));
+            cx.down(Down::Send(target, msg));
         }
         s.nak_tries += 1;
         s.nak_after = cx.now() + self.retrans;
@@ -251,6 +305,38 @@ impl Mnak {
         }
     }
 
+    /// These members failed: their rows freeze where they are (Ensemble's `Fail`).
+    fn on_fail(&mut self, ranks: &[Rank]) {
+        for r in ranks {
+            let cut = self.cut.as_ref().and_then(|c| c.get(r.index()).copied());
+            if let Some(s) = self.senders.get_mut(r.index()).filter(|_| *r != self.me) {
+                if !s.failed {
+                    s.failed = true;
+                    s.limit = cut.unwrap_or_default().max(s.expected);
+                }
+            }
+        }
+    }
+
+    /// The cut: fetch at once every cast up to it; a failed sender's casts up to it, no further.
+    fn on_cut(&mut self, cut: &[Seqno], cx: &mut Cx<'_>) {
+        if cut.len() != self.senders.len() {
+            return self.stats.bad_header += 1;
+        }
+        self.cut = Some(cut.to_vec());
+        for (r, &c) in cut.iter().enumerate() {
+            let s = &mut self.senders[r];
+            s.highest = s.highest.max(c);
+            if s.failed {
+                s.limit = c.max(s.expected);
+            }
+            s.nak_after = cx.now();
+            let from = Rank(r as u32);
+            self.deliver(from, cx);
+            self.maybe_nak(from, cx);
+        }
+    }
+
     fn on_sweep(&mut self, cx: &mut Cx<'_>) {
         for r in 0..self.senders.len() {
             self.maybe_nak(Rank(r as u32), cx);
@@ -275,6 +361,11 @@ impl Layer for Mnak {
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
         match ev {
             Up::Cast { from, mut msg } => match msg.pop::<Header>() {
+                // A failed member's own word is no longer taken; its casts that survivors
+                // hold come as retransmissions.
+                Ok(Header::Data(_) | Header::Tail(_)) if self.is_failed(from) => {
+                    self.stats.from_failed += 1;
+                }
                 Ok(Header::Data(seqno)) => self.on_data(from, seqno, msg, cx),
                 Ok(Header::Unreliable) => {
                     msg.set_unreliable(true);
@@ -285,6 +376,9 @@ impl Layer for Mnak {
             },
             Up::Send { from, mut msg } => match msg.pop::<Header>() {
                 Ok(Header::Pass) => cx.up(Up::Send { from, msg }),
+                Ok(Header::Nak { .. } | Header::Retrans { .. }) if self.is_failed(from) => {
+                    self.stats.from_failed += 1;
+                }
                 Ok(Header::Nak { origin, lo, hi }) => self.on_nak(from, origin, lo, hi, cx),
                 Ok(Header::Retrans { origin, seqno }) => {
                     self.stats.retrans_received += 1;
@@ -318,6 +412,14 @@ impl Layer for Mnak {
                 self.on_stable(&stable);
                 cx.down(Down::Stable(stable));
             }
+            Down::Fail(ranks) => {
+                self.on_fail(&ranks);
+                cx.down(Down::Fail(ranks));
+            }
+            Down::Cut(cut) => {
+                self.on_cut(&cut, cx);
+                cx.down(Down::Cut(cut));
+            }
             ev => cx.down(ev),
         }
     }
@@ -338,6 +440,7 @@ impl Layer for Mnak {
         report("tails_sent", s.tails_sent);
         report("unanswerable", s.unanswerable);
         report("out_of_window", s.out_of_window);
+        report("from_failed", s.from_failed);
         report("bad_header", s.bad_header);
         report("buffered", self.buffered());
     }
@@ -603,6 +706,106 @@ mod tests {
         nak.push(&Header::Nak { origin: Rank(9), lo: Seqno(0), hi: Seqno(u64::MAX) });
         h.up(Up::Send { from: Rank(1), msg: Message::from_wire(nak.to_bytes()) });
         assert_eq!(h.counter("bad_header"), 2);
+    }
+
+    /// `origin`'s cast `seqno`, resent by a member, as it arrives.
+    fn retrans(origin: u32, seqno: u64, payload: &'static [u8]) -> Message {
+        let mut m = Message::new(Bytes::from_static(payload));
+        m.push(&Header::Retrans { origin: Rank(origin), seqno: Seqno(seqno) });
+        Message::from_wire(m.to_bytes())
+    }
+
+    fn seqnos(v: &[u64]) -> Vec<Seqno> {
+        v.iter().map(|&s| Seqno(s)).collect()
+    }
+
+    #[test]
+    fn a_failed_sender_s_new_casts_are_dropped_but_its_retransmitted_casts_accepted() {
+        let mut h = mnak(3, 0);
+        h.up(Up::Cast { from: Rank(2), msg: data(0, b"a") });
+        h.down(Down::Fail(vec![Rank(2)]));
+        assert!(matches!(h.take_downs().as_slice(), [Down::Fail(r)] if r == &[Rank(2)]));
+        // First-hand, after the failure: not taken.
+        h.up(Up::Cast { from: Rank(2), msg: data(1, b"b") });
+        let mut t = Message::control();
+        t.push(&Header::Tail(Seqno(5)));
+        h.up(Up::Cast { from: Rank(2), msg: Message::from_wire(t.to_bytes()) });
+        assert_eq!(h.counter("from_failed"), 2);
+        assert_eq!(h.counter("buffered"), 1);
+        assert!(naks(&mut h).is_empty(), "its tail raised no expectation");
+        // From a survivor: kept, and delivered up to the cut once it comes.
+        h.up(Up::Send { from: Rank(1), msg: retrans(2, 1, b"b") });
+        assert_eq!(h.counter("buffered"), 2);
+        assert_eq!(delivered(&mut h).len(), 1, "the failed sender's row froze at the failure");
+        h.down(Down::Cut(seqnos(&[0, 0, 2])));
+        let got: Vec<Bytes> = delivered(&mut h).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, vec![Bytes::from_static(b"b")]);
+    }
+
+    #[test]
+    fn naks_skip_failed_members() {
+        // Rank 0 failed; we are rank 1: its casts are asked of 2, then 3, then 2 again.
+        let mut h = mnak(4, 1);
+        h.down(Down::Fail(vec![Rank(0)]));
+        h.down(Down::Cut(seqnos(&[2, 0, 0, 0])));
+        let nak = Header::Nak { origin: Rank(0), lo: Seqno(0), hi: Seqno(2) };
+        assert_eq!(naks(&mut h), vec![(Rank(2), nak.clone())]);
+        h.advance(Duration::from_millis(10));
+        assert_eq!(naks(&mut h), vec![(Rank(3), nak.clone())]);
+        h.advance(Duration::from_millis(10));
+        assert_eq!(naks(&mut h), vec![(Rank(2), nak)]);
+        // A survivor's gap is asked of it first, then of the others, never of rank 0.
+        h.up(Up::Cast { from: Rank(3), msg: data(1, b"x") });
+        h.advance(Duration::from_millis(10));
+        h.advance(Duration::from_millis(10));
+        let targets: Vec<Rank> = naks(&mut h)
+            .into_iter()
+            .filter(|(_, hdr)| matches!(hdr, Header::Nak { origin: Rank(3), .. }))
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(targets, vec![Rank(3), Rank(2), Rank(3)]);
+        // And a nak from the failed member is not answered.
+        let mut nak = Message::control();
+        nak.push(&Header::Nak { origin: Rank(3), lo: Seqno(0), hi: Seqno(1) });
+        h.up(Up::Send { from: Rank(0), msg: Message::from_wire(nak.to_bytes()) });
+        assert!(naks(&mut h).is_empty());
+    }
+
+    #[test]
+    fn a_cut_past_what_we_hold_is_nakked_at_once() {
+        let mut h = mnak(3, 0);
+        h.up(Up::Cast { from: Rank(1), msg: data(0, b"a") });
+        // Rank 2's gap is nakked to rank 2 at once; within the sweep a repeat would wait, the
+        // cut's does not (and goes to the next member in turn).
+        h.up(Up::Cast { from: Rank(2), msg: data(1, b"b") });
+        assert_eq!(naks(&mut h).len(), 1);
+        h.down(Down::Cut(seqnos(&[0, 3, 2])));
+        let downs = naks(&mut h);
+        assert_eq!(
+            downs,
+            vec![
+                (Rank(1), Header::Nak { origin: Rank(1), lo: Seqno(1), hi: Seqno(3) }),
+                (Rank(1), Header::Nak { origin: Rank(2), lo: Seqno(0), hi: Seqno(1) }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_sender_s_casts_past_the_cut_are_neither_delivered_nor_asked_for() {
+        let mut h = mnak(3, 0);
+        h.up(Up::Cast { from: Rank(2), msg: data(0, b"a") });
+        h.up(Up::Cast { from: Rank(2), msg: data(3, b"d") });
+        h.down(Down::Fail(vec![Rank(2)]));
+        h.up(Up::Send { from: Rank(1), msg: retrans(2, 1, b"b") });
+        h.up(Up::Send { from: Rank(1), msg: retrans(2, 2, b"c") });
+        assert_eq!(delivered(&mut h).len(), 1, "nothing past the failure before the cut");
+        h.take_downs();
+        // Another survivor delivered only up to "b": the cut stops there.
+        h.down(Down::Cut(seqnos(&[0, 0, 2])));
+        let got: Vec<Bytes> = delivered(&mut h).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(got, vec![Bytes::from_static(b"b")]);
+        h.advance(Duration::from_millis(50));
+        assert!(naks(&mut h).is_empty());
     }
 
     quickcheck! {

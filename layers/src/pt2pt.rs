@@ -24,6 +24,13 @@
 //! outside the view (which the transport drops and counts), pass unsequenced. A send to this
 //! member itself is looped back by the transport, which does not lose it: it needs no seqno.
 //!
+//! View change: on `Down::Fail(ranks)` (passed on) the sends kept for or queued toward a
+//! failed member are dropped and counted (`dropped_to_failed`), as is every later reliable
+//! send to it: nothing is retransmitted to it, and it is owed no ack. Its reliable sends that
+//! arrive later, and those it sent early and that wait for a gap, are dropped too
+//! (`from_failed`): as `mnak` does for casts, no new word of a failed member is taken. Unreliable
+//! sends pass both ways, as before.
+//!
 //! Header (postcard: a one-byte tag, then varints):
 //! - `Unreliable`: a send marked unreliable; the mark is restored on the way up.
 //! - `Local`: a reliable send to this member itself.
@@ -38,7 +45,8 @@
 //! the first ack owed.
 //!
 //! Counters: `sent` (first transmissions), `delivered`, `dup`, `retrans`, `acks_sent`,
-//! `out_of_window`, `queued` (sends that waited for the window), `bad_header`; and the gauges
+//! `out_of_window`, `queued` (sends that waited for the window), `dropped_to_failed`,
+//! `from_failed`, `bad_header`; and the gauges
 //! `unacked` (sends kept for retransmission) and `backlog` (sends waiting for the window).
 
 use std::collections::VecDeque;
@@ -109,6 +117,8 @@ struct Peer {
     early: VecDeque<Option<Message>>,
     /// An ack is owed to the peer and no `Data` has carried it yet.
     ack_owed: bool,
+    /// Failed in this view (from `Down::Fail`).
+    failed: bool,
 }
 
 /// A send kept until it is acked: the message as it came from above, without our header.
@@ -127,6 +137,8 @@ struct Stats {
     acks_sent: u64,
     out_of_window: u64,
     queued: u64,
+    dropped_to_failed: u64,
+    from_failed: u64,
     bad_header: u64,
 }
 
@@ -168,6 +180,11 @@ impl Layer for Pt2pt {
         };
         let peer = from != cx.rank() && from.index() < self.peers.len();
         match msg.pop::<Header>() {
+            Ok(Header::Data { .. } | Header::Ack { .. })
+                if peer && self.peers[from.index()].failed =>
+            {
+                self.stats.from_failed += 1;
+            }
             Ok(Header::Unreliable) => {
                 msg.set_unreliable(true);
                 cx.up(Up::Send { from, msg });
@@ -198,7 +215,14 @@ impl Layer for Pt2pt {
                 msg.push(&Header::Local);
                 cx.down(Down::Send(to, msg));
             }
+            Down::Send(to, _) if self.peers[to.index()].failed => {
+                self.stats.dropped_to_failed += 1;
+            }
             Down::Send(to, msg) => self.on_send(to, msg, cx),
+            Down::Fail(ranks) => {
+                self.on_fail(&ranks, cx.rank());
+                cx.down(Down::Fail(ranks));
+            }
             ev => cx.down(ev),
         }
     }
@@ -220,6 +244,8 @@ impl Layer for Pt2pt {
         report("acks_sent", s.acks_sent);
         report("out_of_window", s.out_of_window);
         report("queued", s.queued);
+        report("dropped_to_failed", s.dropped_to_failed);
+        report("from_failed", s.from_failed);
         report("bad_header", s.bad_header);
         let sum = |f: fn(&Peer) -> usize| self.peers.iter().map(f).sum::<usize>() as u64;
         report("unacked", sum(|p| p.unacked.len()));
@@ -228,6 +254,22 @@ impl Layer for Pt2pt {
 }
 
 impl Pt2pt {
+    /// These members failed: drop what we keep for them and what they sent us early.
+    fn on_fail(&mut self, ranks: &[Rank], me: Rank) {
+        for r in ranks {
+            let Some(peer) = self.peers.get_mut(r.index()).filter(|_| *r != me) else {
+                continue;
+            };
+            peer.failed = true;
+            self.stats.dropped_to_failed += (peer.unacked.len() + peer.backlog.len()) as u64;
+            peer.unacked.clear();
+            peer.backlog.clear();
+            self.stats.from_failed += peer.early.iter().flatten().count() as u64;
+            peer.early.clear();
+            peer.ack_owed = false;
+        }
+    }
+
     /// A reliable send from above: numbered and sent if the window allows, else queued.
     fn on_send(&mut self, to: Rank, msg: Message, cx: &mut Cx<'_>) {
         let peer = &mut self.peers[to.index()];
@@ -549,6 +591,32 @@ mod tests {
         h.up(arriving(1, Header::Ack { ack: Seqno(1) }, ""));
         assert_eq!(sent(&mut h), vec![(Rank(1), d(2, 0), Bytes::from("c"))]);
         assert_eq!((h.counter("backlog"), h.counter("unacked")), (0, 2));
+    }
+
+    #[test]
+    fn sends_to_a_failed_member_are_dropped() {
+        let mut h = harness(3, 0, &[("window", "2")]);
+        for b in ["a", "b", "c"] {
+            h.down(Down::Send(Rank(2), msg(b)));
+        }
+        h.down(Down::Send(Rank(1), msg("x")));
+        h.up(data(2, 1, 0, "early"));
+        assert_eq!(sent(&mut h).len(), 3);
+        h.down(Down::Fail(vec![Rank(2)]));
+        assert!(matches!(h.take_downs().as_slice(), [Down::Fail(r)] if r == &[Rank(2)]));
+        assert_eq!((h.counter("dropped_to_failed"), h.counter("from_failed")), (3, 1));
+        assert_eq!((h.counter("unacked"), h.counter("backlog")), (1, 0));
+        // Later sends to it are dropped too, unreliable ones aside.
+        h.down(Down::Send(Rank(2), msg("d")));
+        h.down(Down::Send(Rank(2), msg("u").unreliable()));
+        assert_eq!(sent(&mut h), vec![(Rank(2), Header::Unreliable, Bytes::from("u"))]);
+        assert_eq!(h.counter("dropped_to_failed"), 4);
+        // Its sends are not taken, nor acked; only rank 1 is retransmitted to.
+        h.up(data(2, 0, 0, "late"));
+        assert!(h.take_ups().is_empty());
+        h.advance(Duration::from_millis(20));
+        assert_eq!(sent(&mut h), vec![(Rank(1), d(0, 0), Bytes::from("x"))]);
+        assert_eq!(h.counter("acks_sent"), 0);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! other senders pass: the ordering layers above keep the total and causal orders. Unreliable
 //! casts pass with `Pass`; point-to-point sends pass untouched.
 //!
+//! View change: after `Down::Fail`, stability (from `stable`) covers the survivors only, so a
+//! safe cast is delivered once every survivor holds it. On `Up::Flush` every survivor holds
+//! every cast of the cut, so each held cast is delivered, in its sender's order
+//! (`delivered_at_flush`), and then `Flush` goes up.
+//!
 //! What bounds the queue: a held cast waits only for stability, which the reliable layers
 //! below reach once every member has received it; flow control below bounds what a sender has
 //! outstanding. No parameters, no timers.
@@ -62,6 +67,7 @@ struct Stats {
     safe_delivered: u64,
     delayed: u64,
     max_held: u64,
+    delivered_at_flush: u64,
     bad_header: u64,
 }
 
@@ -119,6 +125,20 @@ impl Safe {
     }
 }
 
+impl Safe {
+    /// The view ends, and every survivor holds what we hold: deliver it all, each sender's
+    /// casts in order.
+    fn on_flush(&mut self, cx: &mut Cx<'_>) {
+        for (r, s) in self.senders.iter_mut().enumerate() {
+            for (_, msg) in s.held.drain(..) {
+                self.stats.delivered_at_flush += 1;
+                self.stats.safe_delivered += u64::from(msg.level() == Level::Safe);
+                cx.up(Up::Cast { from: Rank(r as u32), msg });
+            }
+        }
+    }
+}
+
 impl Layer for Safe {
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
         match ev {
@@ -140,6 +160,10 @@ impl Layer for Safe {
                     self.stats.bad_header += 1;
                 }
                 cx.up(Up::Stable(stable));
+            }
+            Up::Flush => {
+                self.on_flush(cx);
+                cx.up(Up::Flush);
             }
             ev => cx.up(ev),
         }
@@ -164,6 +188,7 @@ impl Layer for Safe {
         report("delayed", self.stats.delayed);
         report("held", self.held());
         report("max_held", self.stats.max_held);
+        report("delivered_at_flush", self.stats.delivered_at_flush);
         report("bad_header", self.stats.bad_header);
     }
 }
@@ -231,6 +256,33 @@ mod tests {
         h.take_ups();
         cast(&mut h, 1, Level::Safe, b"s");
         assert_eq!(delivered(&mut h).len(), 1);
+    }
+
+    #[test]
+    fn held_safe_casts_are_delivered_at_flush() {
+        let mut h = safe(3);
+        cast(&mut h, 2, Level::Safe, b"s2");
+        cast(&mut h, 1, Level::Safe, b"s1");
+        cast(&mut h, 1, Level::Fifo, b"f1");
+        cast(&mut h, 2, Level::Safe, b"t2");
+        assert!(delivered(&mut h).is_empty());
+        h.up(Up::Flush);
+        let ups = h.take_ups();
+        assert!(matches!(ups.last(), Some(Up::Flush)), "{ups:?}");
+        let got: Vec<(u32, Bytes)> = ups
+            .into_iter()
+            .filter_map(|e| match e {
+                Up::Cast { from, msg } => Some((from.0, msg.payload().clone())),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<(u32, Bytes)> = [(1, "s1"), (1, "f1"), (2, "s2"), (2, "t2")]
+            .into_iter()
+            .map(|(r, p)| (r, Bytes::from_static(p.as_bytes())))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!((h.counter("held"), h.counter("delivered_at_flush")), (0, 4));
+        assert_eq!(h.counter("safe_delivered"), 3);
     }
 
     #[test]

@@ -14,6 +14,13 @@
 //! matrix of rows; column minima are the stable vector (Ensemble's STABLE; Birman, ch. 13.7,
 //! "garbage collection").
 //!
+//! View change: on `Down::Fail(ranks)` (passed on) stability is the column minima over the
+//! survivors only, and gossip from the failed is ignored (`from_failed`); from then on our row
+//! is gossiped at the end of the turn it changes in, not `after`. On `Up::BlockOk` we first send
+//! `Up::Received(row)`, our row, then pass `BlockOk` up, so the membership service learns what
+//! this member received in the view. On `Down::Cut` (passed on) we send `Up::Received(row)` at
+//! once and again each time the row grows, until the stack is thrown away.
+//!
 //! Header: `Pass` (one byte) on casts from above; `Gossip { row, stable }` on its own.
 //! Point-to-point traffic passes untouched.
 //! Parameters: `after` (gossip this soon after the row changes, default 1ms; at most one such
@@ -61,6 +68,8 @@ enum Header {
 struct Stats {
     gossip_sent: u64,
     gossip_received: u64,
+    reports: u64,
+    from_failed: u64,
     bad_header: u64,
 }
 
@@ -78,6 +87,10 @@ pub struct Stable {
     stable: Vec<Seqno>,
     /// Gossip at the next tick even if all looks stable.
     owe_gossip: bool,
+    /// By rank: failed in this view (from `Down::Fail`).
+    failed: Vec<bool>,
+    /// A cut is pending: report our row each time it grows.
+    cut: bool,
     stats: Stats,
 }
 
@@ -92,6 +105,8 @@ impl Stable {
             rows: vec![vec![Seqno(0); n]; n],
             stable: vec![Seqno(0); n],
             owe_gossip: false,
+            failed: vec![false; n],
+            cut: false,
             stats: Stats::default(),
         }
     }
@@ -107,6 +122,9 @@ impl Stable {
         if from.index() >= n || row.len() != n || their_stable.len() != n {
             return self.stats.bad_header += 1;
         }
+        if self.failed[from.index()] {
+            return self.stats.from_failed += 1;
+        }
         self.stats.gossip_received += 1;
         for (known, new) in self.rows[from.index()].iter_mut().zip(&row) {
             *known = (*known).max(*new);
@@ -119,11 +137,12 @@ impl Stable {
         }
     }
 
-    /// Recomputes the column minima; announces them when they grew.
+    /// Recomputes the column minima over the survivors; announces them when they grew.
     fn update(&mut self, cx: &mut Cx<'_>) {
         let mut grew = false;
         for r in 0..self.stable.len() {
-            let min = self.rows.iter().map(|row| row[r]).min().unwrap_or_default();
+            let survivors = self.rows.iter().zip(&self.failed).filter(|(_, f)| !**f);
+            let min = survivors.map(|(row, _)| row[r]).min().unwrap_or_default();
             if min > self.stable[r] {
                 self.stable[r] = min;
                 grew = true;
@@ -149,12 +168,33 @@ impl Stable {
         }
     }
 
-    /// Our row changed: gossip soon, unless a gossip is already due.
+    /// Our row changed: gossip soon (at the end of the turn during a view change), unless a
+    /// gossip is already due; report the row while a cut is pending.
     fn on_row_change(&mut self, cx: &mut Cx<'_>) {
         if !self.soon {
             self.soon = true;
-            cx.timer_after(self.after, SOON);
+            let after = if self.failed.contains(&true) { Duration::ZERO } else { self.after };
+            cx.timer_after(after, SOON);
         }
+        if self.cut {
+            self.report(cx);
+        }
+    }
+
+    /// Tells the membership service what we have received.
+    fn report(&mut self, cx: &mut Cx<'_>) {
+        self.stats.reports += 1;
+        cx.up(Up::Received(self.rows[self.me.index()].clone()));
+    }
+
+    fn on_fail(&mut self, ranks: &[Rank], cx: &mut Cx<'_>) {
+        for r in ranks {
+            // We do not fail ourselves: the membership service excludes us instead.
+            if let Some(f) = self.failed.get_mut(r.index()).filter(|_| *r != self.me) {
+                *f = true;
+            }
+        }
+        self.update(cx);
     }
 }
 
@@ -164,19 +204,28 @@ impl Layer for Stable {
     }
 
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        let Up::Cast { from, mut msg } = ev else {
-            return cx.up(ev);
+        let (from, mut msg) = match ev {
+            Up::Cast { from, msg } => (from, msg),
+            Up::BlockOk => {
+                // What we received in this view, behind everything we sent in it.
+                self.report(cx);
+                return cx.up(Up::BlockOk);
+            }
+            ev => return cx.up(ev),
         };
         match msg.pop::<Header>() {
             Ok(Header::Pass) => {
-                if !msg.is_unreliable() {
+                let counted = !msg.is_unreliable();
+                if counted {
                     match self.rows[self.me.index()].get_mut(from.index()) {
                         Some(count) => *count = count.next(),
                         None => return self.stats.bad_header += 1,
                     }
-                    self.on_row_change(cx);
                 }
                 cx.up(Up::Cast { from, msg });
+                if counted {
+                    self.on_row_change(cx);
+                }
             }
             Ok(Header::Gossip { row, stable }) => self.on_gossip(from, row, stable, cx),
             Err(_) => self.stats.bad_header += 1,
@@ -188,6 +237,15 @@ impl Layer for Stable {
             Down::Cast(mut msg) => {
                 msg.push(&Header::Pass);
                 cx.down(Down::Cast(msg));
+            }
+            Down::Fail(ranks) => {
+                self.on_fail(&ranks, cx);
+                cx.down(Down::Fail(ranks));
+            }
+            Down::Cut(cut) => {
+                self.cut = true;
+                self.report(cx);
+                cx.down(Down::Cut(cut));
             }
             ev => cx.down(ev),
         }
@@ -206,6 +264,8 @@ impl Layer for Stable {
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
         report("gossip_sent", self.stats.gossip_sent);
         report("gossip_received", self.stats.gossip_received);
+        report("reports", self.stats.reports);
+        report("from_failed", self.stats.from_failed);
         report("bad_header", self.stats.bad_header);
         let unstable: u64 =
             self.rows[self.me.index()].iter().zip(&self.stable).map(|(m, s)| m.0 - s.0).sum();
@@ -351,6 +411,75 @@ mod tests {
         h.up(Up::Cast { from: Rank(1), msg: Message::from_wire(m.to_bytes()).unreliable() });
         assert_eq!(h.counter("unstable"), 0);
         assert_eq!(h.take_ups().len(), 1);
+    }
+
+    fn seqnos(v: &[u64]) -> Vec<Seqno> {
+        v.iter().map(|&s| Seqno(s)).collect()
+    }
+
+    #[test]
+    fn stability_ignores_failed_members() {
+        let mut h = stable(3, 0);
+        cast_from(&mut h, 1);
+        gossip(&mut h, 1, &[0, 1, 0], &[0, 0, 0]);
+        assert_eq!(stable_events(&mut h), (vec![], vec![]), "rank 2 has not reported");
+        h.down(Down::Fail(vec![Rank(2)]));
+        let downs = h.take_downs();
+        let s = seqnos(&[0, 1, 0]);
+        let [Down::Stable(st), Down::Fail(f)] = downs.as_slice() else { panic!("{downs:?}") };
+        assert_eq!((st, f.as_slice()), (&s, &[Rank(2)][..]));
+        assert_eq!(stable_events(&mut h).0, vec![s]);
+        // Whatever the failed member still says is not taken.
+        gossip(&mut h, 2, &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(h.counter("from_failed"), 1);
+        cast_from(&mut h, 1);
+        gossip(&mut h, 1, &[0, 2, 0], &[0, 1, 0]);
+        assert_eq!(stable_events(&mut h).0, vec![seqnos(&[0, 2, 0])]);
+    }
+
+    #[test]
+    fn received_is_reported_before_block_ok() {
+        let mut h = stable(3, 1);
+        cast_from(&mut h, 0);
+        cast_from(&mut h, 0);
+        cast_from(&mut h, 2);
+        h.take_ups();
+        h.up(Up::BlockOk);
+        let ups = h.take_ups();
+        let [Up::Received(row), Up::BlockOk] = ups.as_slice() else { panic!("{ups:?}") };
+        assert_eq!(*row, seqnos(&[2, 0, 1]));
+    }
+
+    #[test]
+    fn after_a_cut_the_row_is_reported_at_once_and_each_time_it_grows() {
+        let mut h = stable(2, 0);
+        cast_from(&mut h, 1);
+        cast_from(&mut h, 1);
+        h.take_ups();
+        h.down(Down::Cut(seqnos(&[0, 3])));
+        assert!(matches!(h.take_downs().as_slice(), [Down::Cut(c)] if *c == seqnos(&[0, 3])));
+        assert!(matches!(h.take_ups().as_slice(), [Up::Received(r)] if *r == seqnos(&[0, 2])));
+        cast_from(&mut h, 1);
+        let ups = h.take_ups();
+        assert!(
+            matches!(ups.as_slice(), [Up::Cast { .. }, Up::Received(r)] if *r == seqnos(&[0, 3])),
+            "{ups:?}"
+        );
+        assert_eq!(h.counter("reports"), 2);
+    }
+
+    #[test]
+    fn after_a_failure_a_row_change_is_gossiped_at_the_end_of_the_turn() {
+        // `after` is an hour here: only the view change makes the gossip prompt.
+        let mut h = stable(3, 0);
+        h.down(Down::Fail(vec![Rank(2)]));
+        h.take_downs();
+        cast_from(&mut h, 1);
+        h.advance(Duration::ZERO);
+        assert_eq!(
+            sent_gossip(&mut h),
+            vec![Header::Gossip { row: seqnos(&[0, 1, 0]), stable: seqnos(&[0, 0, 0]) }]
+        );
     }
 
     quickcheck! {

@@ -50,13 +50,20 @@
 //! hold was cast and not yet delivered; `flow` below bounds what a sender may have in flight,
 //! and so bounds them. `held` counts what waits now.
 //!
-//! Counters: `ordered` (total-level casts delivered), `announcements` (sent, at the
-//! sequencer), `announced_entries` (runs in them), `held` (casts waiting now), `max_held`,
-//! `bad_header`.
+//! Counters: `ordered` (total-level casts delivered in the announced order), `announcements`
+//! (sent, at the sequencer), `announced_entries` (runs in them), `held` (casts waiting now),
+//! `max_held`, `delivered_at_flush` (total-level casts never announced, delivered at the
+//! flush), `skipped_at_flush` (announced casts nobody held at the flush), `bad_header`.
 //!
-//! Views: a stack lives for one view. Choosing a new sequencer when rank 0 fails, and
-//! delivering or discarding what is held at a view change, are the membership service's
-//! business (its flush), not this layer's.
+//! View change: on `Down::Block` the sequencer casts its pending announcement at once, before
+//! passing `Block` on down, and announces nothing after: the last announcement is then among
+//! the casts the cut covers. On `Up::Flush` every survivor holds the same casts and the same
+//! announcements, and delivers everything held, alike: first the announced order, as far as it
+//! goes, passing over the runs whose casts no survivor holds (counted `skipped_at_flush`;
+//! only a failed sender's casts, and the casts behind them, can be missing); then the casts
+//! never announced (the sequencer failed, or they came after its last announcement), by sender
+//! rank, each sender's in the order it cast them (`delivered_at_flush`); then `Flush` goes up.
+//! Choosing a new sequencer is the next view's business: rank 0 of the next view.
 //!
 //! Source: Ensemble's `SEQBB` layer ("broadcast-broadcast": members multicast the data, the
 //! sequencer multicasts ordering information; Hayden, *The Ensemble System*, Cornell, 1998,
@@ -131,6 +138,8 @@ struct Stats {
     announcements: u64,
     announced_entries: u64,
     max_held: u64,
+    delivered_at_flush: u64,
+    skipped_at_flush: u64,
     bad_header: u64,
 }
 
@@ -151,13 +160,17 @@ pub struct Total {
     pending: Vec<(Rank, u32)>,
     /// Whether the flush timer is set.
     armed: bool,
+    /// The view is ending (`Down::Block`): the sequencer announces nothing more.
+    blocked: bool,
     stats: Stats,
 }
 
 impl Layer for Total {
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        let Up::Cast { from, mut msg } = ev else {
-            return cx.up(ev);
+        let (from, mut msg) = match ev {
+            Up::Cast { from, msg } => (from, msg),
+            Up::Flush => return self.on_flush(cx),
+            ev => return cx.up(ev),
         };
         match msg.pop::<Header>() {
             Ok(Header::Fifo { level }) if !level.is_total() => {
@@ -179,8 +192,15 @@ impl Layer for Total {
     }
 
     fn down(&mut self, ev: Down, cx: &mut Cx<'_>) {
-        let Down::Cast(mut msg) = ev else {
-            return cx.down(ev);
+        let mut msg = match ev {
+            Down::Cast(msg) => msg,
+            Down::Block => {
+                // Our last announcement goes before the view ends, and with the cut.
+                self.flush(cx);
+                self.blocked = true;
+                return cx.down(Down::Block);
+            }
+            ev => return cx.down(ev),
         };
         let level = msg.level();
         let hdr = if msg.is_unreliable() {
@@ -208,6 +228,8 @@ impl Layer for Total {
         report("announced_entries", s.announced_entries);
         report("held", self.nheld);
         report("max_held", s.max_held);
+        report("delivered_at_flush", s.delivered_at_flush);
+        report("skipped_at_flush", s.skipped_at_flush);
         report("bad_header", s.bad_header);
     }
 }
@@ -223,6 +245,7 @@ impl Total {
             order: VecDeque::new(),
             pending: Vec::new(),
             armed: false,
+            blocked: false,
             stats: Stats::default(),
         }
     }
@@ -247,7 +270,7 @@ impl Total {
         };
         queue.push_back(msg);
         self.count_held();
-        if self.me == SEQUENCER {
+        if self.me == SEQUENCER && !self.blocked {
             self.announce(from, cx);
         }
         self.deliver(cx);
@@ -319,6 +342,30 @@ impl Total {
                 cx.up(Up::Cast { from, msg });
             }
         }
+    }
+
+    /// The view's last event: every survivor holds the same casts and announcements now, and
+    /// delivers all it holds the same way.
+    fn on_flush(&mut self, cx: &mut Cx<'_>) {
+        // The announced order as far as it goes. A run whose next cast is not here names a
+        // cast no survivor holds, and so do the later ones of its sender (FIFO below).
+        loop {
+            self.deliver(cx);
+            match self.order.pop_front() {
+                Some((_, count)) => self.stats.skipped_at_flush += u64::from(count),
+                None => break,
+            }
+        }
+        // Never announced: by rank, each sender in its order, non-total casts after the total
+        // one they wait behind.
+        for (r, queue) in self.held.iter_mut().enumerate() {
+            for msg in queue.drain(..) {
+                self.nheld -= 1;
+                self.stats.delivered_at_flush += u64::from(msg.level().is_total());
+                cx.up(Up::Cast { from: Rank(r as u32), msg });
+            }
+        }
+        cx.up(Up::Flush);
     }
 
     fn count_held(&mut self) {
@@ -552,6 +599,77 @@ mod tests {
         h.up(Up::Send { from: Rank(0), msg: Message::new(Bytes::from_static(b"q")) });
         h.up(Up::Block);
         assert!(matches!(&h.take_ups()[..], [Up::Send { msg, .. }, Up::Block] if msg.len() == 1));
+    }
+
+    #[test]
+    fn the_sequencer_announces_what_it_has_on_block_and_nothing_after() {
+        let mut seq = Harness::from_info(3, 0, &INFO, "delay=5ms");
+        cast(&mut seq, 1, &TOTAL, b"a");
+        cast(&mut seq, 2, &TOTAL, b"b");
+        assert!(seq.take_downs().is_empty(), "within the delay");
+        seq.down(Down::Block);
+        let downs = seq.take_downs();
+        match downs.as_slice() {
+            [Down::Cast(m), Down::Block] => {
+                assert_eq!(runs(&Message::from_wire(m.to_bytes())), [(1, 1), (2, 1)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        cast(&mut seq, 1, &TOTAL, b"c");
+        seq.advance(Duration::from_millis(50));
+        assert!(seq.take_downs().is_empty(), "blocked: nothing more is announced");
+        assert_eq!(seq.counter("announcements"), 1);
+    }
+
+    #[test]
+    fn held_casts_at_flush_are_delivered_in_rank_order() {
+        let mut h = member(1);
+        cast(&mut h, 2, &TOTAL, b"t2");
+        cast(&mut h, 2, &FIFO, b"f2");
+        cast(&mut h, 1, &TOTAL, b"t1");
+        cast(&mut h, 0, &TOTAL, b"t0");
+        cast(&mut h, 0, &Header::Ordered { level: Level::Safe }, b"s0");
+        cast(&mut h, 0, &FIFO, b"f0");
+        assert!(delivered(&mut h).is_empty(), "nobody announced them");
+        h.up(Up::Flush);
+        let ups = h.take_ups();
+        assert!(matches!(ups.last(), Some(Up::Flush)), "{ups:?}");
+        let out: Vec<(u32, Bytes)> = ups
+            .into_iter()
+            .filter_map(|ev| match ev {
+                Up::Cast { from, msg } => Some((from.0, msg.payload().clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            out,
+            got(&[(0, b"t0"), (0, b"s0"), (0, b"f0"), (1, b"t1"), (2, b"t2"), (2, b"f2")])
+        );
+        assert_eq!((h.counter("held"), h.counter("delivered_at_flush")), (0, 4));
+    }
+
+    #[test]
+    fn at_flush_the_announced_order_goes_on_past_casts_nobody_holds() {
+        // The sequencer ordered a cast of rank 2 that no survivor holds, then one of rank 1
+        // and one of rank 0: those two keep the announced order, not the rank order.
+        let mut h = member(1);
+        cast(&mut h, 0, &order(&[(2, 2), (1, 1), (0, 1)]), b"");
+        cast(&mut h, 0, &TOTAL, b"y");
+        cast(&mut h, 1, &TOTAL, b"x");
+        cast(&mut h, 1, &TOTAL, b"z");
+        assert!(delivered(&mut h).is_empty());
+        h.up(Up::Flush);
+        let ups = h.take_ups();
+        let out: Vec<(u32, Bytes)> = ups
+            .iter()
+            .filter_map(|ev| match ev {
+                Up::Cast { from, msg } => Some((from.0, msg.payload().clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(out, got(&[(1, b"x"), (0, b"y"), (1, b"z")]));
+        assert!(matches!(ups.last(), Some(Up::Flush)));
+        assert_eq!((h.counter("skipped_at_flush"), h.counter("delivered_at_flush")), (2, 1));
     }
 
     #[test]
