@@ -55,6 +55,9 @@ pub struct SimArgs {
     /// Crash a minority of the processes at random times.
     #[arg(long)]
     crashes: bool,
+    /// Crash node N at time T (`N@T`, e.g. `3@700ms`); repeatable.
+    #[arg(long = "crash", value_parser = parse_crash)]
+    crash_at: Vec<(usize, Duration)>,
     /// Pause processes (as a VM or GC pause would), past timeouts.
     #[arg(long)]
     pauses: bool,
@@ -121,6 +124,12 @@ fn parse_dur(s: &str) -> Result<Duration, String> {
     parse_duration(s).ok_or_else(|| format!("`{s}` is not a duration (e.g. 50us, 20ms, 2s)"))
 }
 
+fn parse_crash(s: &str) -> Result<(usize, Duration), String> {
+    let (n, t) = s.split_once('@').ok_or("expected NODE@TIME, e.g. 3@700ms")?;
+    let n: usize = n.trim().parse().map_err(|_| format!("`{n}` is not a node number"))?;
+    Ok((n, parse_dur(t)?))
+}
+
 fn parse_sizes(s: &str) -> Result<(usize, usize), String> {
     let size =
         |v: &str| parse_size(v).ok_or_else(|| format!("`{v}` is not a size (e.g. 100, 64k, 1M)"));
@@ -154,6 +163,11 @@ impl SimArgs {
                 pauses: self.pauses,
                 oneway: self.oneway,
             },
+            script: self
+                .crash_at
+                .iter()
+                .map(|&(n, t)| (horus_core::Time::ZERO + t, horus_core::sim::Fault::Crash(n)))
+                .collect(),
             fault_window: self.window,
             settle: self.settle,
             traffic: Traffic {
@@ -209,6 +223,9 @@ impl SimArgs {
             format!("{}ms", self.settle.as_millis()),
             format!("{}ms", d.settle.as_millis()),
         );
+        for (n, t) in &self.crash_at {
+            let _ = write!(cmd, " --crash {n}@{}ms", t.as_millis());
+        }
         if !self.levels.is_empty() {
             let l: Vec<&str> = self.levels.iter().map(|l| l.as_str()).collect();
             let _ = write!(cmd, " --levels {}", l.join(","));

@@ -17,12 +17,15 @@
 //!    it has received), which it reports in `FlushOk { failed, row }`. Its row of a failed
 //!    sender no longer grows, since the reliable layers refuse a failed member's new casts.
 //! 3. With a `FlushOk` from every survivor for the same failed set, the coordinator fixes the
-//!    cut, the largest row of each rank, names the next view (the survivors in rank order,
-//!    ltime one more, itself as coordinator) and sends `Install { view, cut }`.
+//!    cut, the largest row of each rank, and sends `Cut { failed, cut }`.
 //! 4. A member passes `Down::Cut`, lets the reliable layers fetch what it lacks from the
 //!    survivors, then `Down::Flush`: the reflected `Up::Flush` drains the ordering layers bottom
-//!    up, the same way at every survivor. Then it names the next view (`Up::View`), and the
-//!    member builds a stack for it.
+//!    up, the same way at every survivor, and the member reports `Flushed`.
+//! 5. With `Flushed` from every survivor, the coordinator names the next view (the survivors in
+//!    rank order, ltime one more, itself as coordinator) and sends `Install { view }`; each
+//!    member names it up (`Up::View`) and builds a stack for it. No member leaves the view
+//!    before every survivor holds the cut: until then they may need each other's
+//!    retransmissions, which only the old view's stacks can give.
 //!
 //! More failures before the change ends (the coordinator's among them) enlarge the failed set:
 //! the (new) coordinator sends `Fail` again and everyone reports again, so several failures
@@ -67,13 +70,18 @@ enum Header {
     FlushOk { failed: Vec<Rank>, row: Vec<Seqno> },
     /// Member to coordinator: I suspect these.
     Suspicion(Vec<Rank>),
-    /// Coordinator to survivors: deliver up to the cut, then install this view.
-    Install { view: View, cut: Vec<Seqno> },
+    /// Coordinator to survivors: deliver exactly the casts up to the cut, then flush.
+    Cut { failed: Vec<Rank>, cut: Vec<Seqno> },
+    /// Member to coordinator: flushed, for this failed set.
+    Flushed { failed: Vec<Rank> },
+    /// Coordinator to survivors: every survivor has flushed; install this view.
+    Install { view: View },
 }
 
 #[derive(Debug, Default)]
 struct Stats {
     view_changes: u64,
+    minority_exits: u64,
     bad_header: u64,
     refused: u64,
 }
@@ -95,12 +103,17 @@ pub struct Gms {
     app_blocked: bool,
     /// Our latest row, from `stable`.
     row: Option<Vec<Seqno>>,
-    /// Coordinating: the failed set proposed, and the rows reported for it.
+    /// Coordinating: the failed set proposed, the rows reported for it, whether the cut was
+    /// sent, who has flushed, whether the view was sent.
     proposed: Option<BTreeSet<Rank>>,
     oks: BTreeMap<Rank, Vec<Seqno>>,
-    /// Installing: the next view and the cut.
-    install: Option<(View, Vec<Seqno>)>,
+    cut_sent: bool,
+    flushed_by: BTreeSet<Rank>,
+    installed: bool,
+    /// As member: the cut to reach, whether the flush began and ended.
+    cut: Option<Vec<Seqno>>,
     flushing: bool,
+    flushed: bool,
     done: bool,
     stats: Stats,
 }
@@ -118,8 +131,12 @@ impl Gms {
             row: None,
             proposed: None,
             oks: BTreeMap::new(),
-            install: None,
+            cut_sent: false,
+            flushed_by: BTreeSet::new(),
+            installed: false,
+            cut: None,
             flushing: false,
+            flushed: false,
             done: false,
             stats: Stats::default(),
         }
@@ -153,6 +170,17 @@ impl Gms {
             return;
         }
         self.suspected.extend(new.iter().copied());
+        // Primary partition: a member that can reach no majority of the view cannot go on in
+        // any later view; it leaves (and may rejoin as a new incarnation).
+        let reachable = (0..self.n() as u32)
+            .map(Rank)
+            .filter(|r| !self.failed.contains(r) && !self.suspected.contains(r))
+            .count();
+        if 2 * reachable <= self.n() {
+            self.done = true;
+            self.stats.minority_exits += 1;
+            return cx.up(Up::Exit);
+        }
         let coord = self.coordinator();
         if coord == self.me {
             let set: BTreeSet<Rank> = self.failed.union(&self.suspected).copied().collect();
@@ -164,10 +192,12 @@ impl Gms {
 
     /// As coordinator: ask every survivor to block and report, for this failed set.
     fn propose(&mut self, set: BTreeSet<Rank>, cx: &mut Cx<'_>) {
-        if self.proposed.as_ref() == Some(&set) || self.install.is_some() {
+        if self.proposed.as_ref() == Some(&set) || self.installed {
             return;
         }
         self.oks.clear();
+        self.cut_sent = false;
+        self.flushed_by.clear();
         self.proposed = Some(set.clone());
         let failed: Vec<Rank> = set.iter().copied().collect();
         for r in (0..self.n() as u32).map(Rank).filter(|r| !set.contains(r)) {
@@ -179,7 +209,7 @@ impl Gms {
         let set: BTreeSet<Rank> = failed.iter().copied().filter(|r| r.index() < self.n()).collect();
         // From the member that is coordinator given this set, and never shrinking.
         let legitimate = !set.contains(&from) && (0..from.0).all(|r| set.contains(&Rank(r)));
-        if !legitimate || !set.is_superset(&self.failed) || self.install.is_some() {
+        if !legitimate || !set.is_superset(&self.failed) || self.done {
             return self.stats.refused += 1;
         }
         if set.contains(&self.me) {
@@ -191,6 +221,10 @@ impl Gms {
         self.failed = set;
         self.suspected.retain(|r| !self.failed.contains(r));
         self.leader = Some(from);
+        // A new round: report, fetch and flush again for the larger failed set.
+        self.cut = None;
+        self.flushing = false;
+        self.flushed = false;
         if !new.is_empty() {
             cx.down(Down::Fail(new));
         }
@@ -203,19 +237,19 @@ impl Gms {
         }
     }
 
+    fn survivors(&self, failed: &BTreeSet<Rank>) -> Vec<Rank> {
+        (0..self.n() as u32).map(Rank).filter(|r| !failed.contains(r)).collect()
+    }
+
     fn on_flush_ok(&mut self, from: Rank, failed: Vec<Rank>, row: Vec<Seqno>, cx: &mut Cx<'_>) {
-        let set: BTreeSet<Rank> = failed.into_iter().collect();
-        if self.proposed.as_ref() != Some(&set) || row.len() != self.n() {
+        let set: BTreeSet<Rank> = failed.iter().copied().collect();
+        if self.proposed.as_ref() != Some(&set) || row.len() != self.n() || self.cut_sent {
             return;
         }
         self.oks.insert(from, row);
-        let survivors: Vec<Rank> =
-            (0..self.n() as u32).map(Rank).filter(|r| !set.contains(r)).collect();
-        if !survivors.iter().all(|r| self.oks.contains_key(r)) || self.install.is_some() {
-            return;
-        }
+        let survivors = self.survivors(&set);
         // Primary partition: only a majority of the view goes on.
-        if 2 * survivors.len() <= self.n() {
+        if !survivors.iter().all(|r| self.oks.contains_key(r)) || 2 * survivors.len() <= self.n() {
             return;
         }
         let mut cut = vec![Seqno(0); self.n()];
@@ -224,29 +258,56 @@ impl Gms {
                 *c = (*c).max(*s);
             }
         }
+        self.cut_sent = true;
+        for r in survivors {
+            self.send(r, &Header::Cut { failed: failed.clone(), cut: cut.clone() }, cx);
+        }
+    }
+
+    fn on_cut(&mut self, from: Rank, failed: Vec<Rank>, cut: Vec<Seqno>, cx: &mut Cx<'_>) {
+        let current = failed.iter().copied().collect::<BTreeSet<_>>() == self.failed;
+        if self.leader != Some(from) || !current || cut.len() != self.n() || self.cut.is_some() {
+            return self.stats.refused += 1;
+        }
+        self.cut = Some(cut.clone());
+        cx.down(Down::Cut(cut));
+        self.check_cut(cx);
+    }
+
+    fn on_flushed(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
+        let set: BTreeSet<Rank> = failed.into_iter().collect();
+        if self.proposed.as_ref() != Some(&set) || !self.cut_sent || self.installed {
+            return;
+        }
+        self.flushed_by.insert(from);
+        let survivors = self.survivors(&set);
+        if !survivors.iter().all(|r| self.flushed_by.contains(r)) {
+            return;
+        }
         let members = survivors.iter().filter_map(|r| self.view.member(*r)).collect();
         let view = View {
             id: ViewId::new(self.view.id.ltime + 1, cx.endpoint()),
             members,
             prev: vec![self.view.id],
         };
+        self.installed = true;
         for r in survivors {
-            self.send(r, &Header::Install { view: view.clone(), cut: cut.clone() }, cx);
+            self.send(r, &Header::Install { view: view.clone() }, cx);
         }
     }
 
-    fn on_install(&mut self, from: Rank, view: View, cut: Vec<Seqno>, cx: &mut Cx<'_>) {
-        if self.leader != Some(from) || self.install.is_some() || cut.len() != self.n() {
+    fn on_install(&mut self, from: Rank, view: View, cx: &mut Cx<'_>) {
+        if self.leader != Some(from) || !self.flushed || self.done {
             return self.stats.refused += 1;
         }
-        self.install = Some((view, cut.clone()));
-        cx.down(Down::Cut(cut));
-        self.check_cut(cx);
+        self.done = true;
+        self.stats.view_changes += 1;
+        cx.up(Up::View(Arc::new(view)));
     }
 
     /// Flushes once every cast of the cut is here.
     fn check_cut(&mut self, cx: &mut Cx<'_>) {
-        let (Some((_, cut)), Some(row)) = (&self.install, &self.row) else { return };
+        let (Some(cut), Some(row)) = (&self.cut, &self.row) else { return };
         if !self.flushing && row.iter().zip(cut).all(|(r, c)| r >= c) {
             self.flushing = true;
             cx.down(Down::Flush);
@@ -263,12 +324,16 @@ impl Layer for Gms {
                 Ok(Header::Fail { failed }) => self.on_fail(from, failed, cx),
                 Ok(Header::FlushOk { failed, row }) => self.on_flush_ok(from, failed, row, cx),
                 Ok(Header::Suspicion(ranks)) => self.on_suspect(&ranks, cx),
-                Ok(Header::Install { view, cut }) => self.on_install(from, view, cut, cx),
+                Ok(Header::Cut { failed, cut }) => self.on_cut(from, failed, cut, cx),
+                Ok(Header::Flushed { failed }) => self.on_flushed(from, failed, cx),
+                Ok(Header::Install { view }) => self.on_install(from, view, cx),
                 Err(_) => self.stats.bad_header += 1,
             },
             Up::Suspect(ranks) => {
                 self.on_suspect(&ranks, cx);
-                cx.up(Up::Suspect(ranks));
+                if !self.done {
+                    cx.up(Up::Suspect(ranks));
+                }
             }
             Up::Received(row) => {
                 self.row = Some(row);
@@ -281,10 +346,10 @@ impl Layer for Gms {
                 }
             }
             Up::Flush => {
-                if let Some((view, _)) = self.install.take() {
-                    self.done = true;
-                    self.stats.view_changes += 1;
-                    cx.up(Up::View(Arc::new(view)));
+                if let (Some(leader), true) = (self.leader, self.flushing) {
+                    self.flushed = true;
+                    let failed = self.failed.iter().copied().collect();
+                    self.send(leader, &Header::Flushed { failed }, cx);
                 }
             }
             ev => cx.up(ev),
@@ -309,6 +374,7 @@ impl Layer for Gms {
 
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
         report("view_changes", self.stats.view_changes);
+        report("minority_exits", self.stats.minority_exits);
         report("failed", self.failed.len() as u64);
         report("refused", self.stats.refused);
         report("bad_header", self.stats.bad_header);
@@ -362,7 +428,7 @@ mod tests {
 
     #[test]
     fn other_members_forward_suspicions_to_the_coordinator() {
-        let mut h = gms(4, 2);
+        let mut h = gms(7, 2);
         h.up(Up::Suspect(vec![Rank(3)]));
         assert_eq!(sent(&mut h), vec![(Rank(0), Header::Suspicion(vec![Rank(3)]))]);
         // Suspecting the coordinator makes the next rank the coordinator... not us yet.
@@ -371,7 +437,7 @@ mod tests {
         // ... and us, once rank 1 is suspected too: we propose for all three.
         h.up(Up::Suspect(vec![Rank(1)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }]);
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }; 4]);
     }
 
     #[test]
@@ -403,17 +469,22 @@ mod tests {
     }
 
     #[test]
-    fn the_cut_is_the_largest_row_and_the_view_the_survivors() {
+    fn the_cut_is_the_largest_row_and_the_view_waits_for_every_survivor_to_flush() {
         let mut h = gms(3, 0);
         h.up(Up::Suspect(vec![Rank(1)]));
         h.take_downs();
         control(&mut h, 0, Header::FlushOk { failed: vec![Rank(1)], row: seqnos(&[3, 5, 1]) });
         assert!(sent(&mut h).is_empty(), "rank 2 has not reported");
         control(&mut h, 2, Header::FlushOk { failed: vec![Rank(1)], row: seqnos(&[2, 6, 4]) });
+        let cuts = sent(&mut h);
+        assert_eq!(cuts.len(), 2);
+        assert_eq!(cuts[0].1, Header::Cut { failed: vec![Rank(1)], cut: seqnos(&[3, 6, 4]) });
+        control(&mut h, 0, Header::Flushed { failed: vec![Rank(1)] });
+        assert!(sent(&mut h).is_empty(), "rank 2 may still need retransmissions from us");
+        control(&mut h, 2, Header::Flushed { failed: vec![Rank(1)] });
         let installs = sent(&mut h);
         assert_eq!(installs.len(), 2);
-        let Header::Install { view, cut } = &installs[0].1 else { panic!("{installs:?}") };
-        assert_eq!(cut, &seqnos(&[3, 6, 4]));
+        let Header::Install { view } = &installs[0].1 else { panic!("{installs:?}") };
         assert_eq!(view.members, vec![Endpoint::new(0, 0), Endpoint::new(2, 0)]);
         assert_eq!(view.id.ltime, 1);
         assert_eq!(view.prev.len(), 1);
@@ -438,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn the_view_is_named_after_the_cut_is_fetched_and_the_layers_drained() {
+    fn a_member_fetches_the_cut_flushes_reports_and_then_installs() {
         let mut h = gms(3, 1);
         control(&mut h, 0, Header::Fail { failed: vec![Rank(2)] });
         h.down(Down::BlockOk);
@@ -446,8 +517,7 @@ mod tests {
         h.up(Up::BlockOk);
         h.take_downs();
         h.take_ups();
-        let view = View::initial(vec![Endpoint::new(0, 0), Endpoint::new(1, 0)]);
-        control(&mut h, 0, Header::Install { view: view.clone(), cut: seqnos(&[2, 1, 1]) });
+        control(&mut h, 0, Header::Cut { failed: vec![Rank(2)], cut: seqnos(&[2, 1, 1]) });
         let downs = h.take_downs();
         assert!(matches!(downs.as_slice(), [Down::Cut(_)]), "{downs:?}");
         h.up(Up::Received(seqnos(&[2, 1, 0])));
@@ -455,10 +525,36 @@ mod tests {
         h.up(Up::Received(seqnos(&[2, 1, 1])));
         assert!(matches!(h.take_downs().as_slice(), [Down::Flush]));
         h.up(Up::Flush);
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Flushed { failed: vec![Rank(2)] })]);
+        assert!(h.take_ups().is_empty(), "no view before every survivor has flushed");
+        let view = View::initial(vec![Endpoint::new(0, 0), Endpoint::new(1, 0)]);
+        control(&mut h, 0, Header::Install { view: view.clone() });
         match h.take_ups().as_slice() {
             [Up::View(v)] => assert_eq!(**v, view),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_failure_during_the_change_starts_a_new_round() {
+        let mut h = gms(5, 1);
+        control(&mut h, 0, Header::Fail { failed: vec![Rank(3)] });
+        h.down(Down::BlockOk);
+        h.up(Up::Received(seqnos(&[1, 1, 1, 0, 1])));
+        h.up(Up::BlockOk);
+        h.take_downs();
+        // The coordinator fails too; rank 1 is now the coordinator and proposes both.
+        h.up(Up::Suspect(vec![Rank(0)]));
+        let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(3)] }; 3]);
+    }
+
+    #[test]
+    fn a_member_that_can_reach_no_majority_leaves() {
+        let mut h = gms(4, 1);
+        h.up(Up::Suspect(vec![Rank(0), Rank(3)]));
+        assert!(matches!(h.take_ups().as_slice(), [Up::Exit]));
+        assert_eq!(h.counter("minority_exits"), 1);
     }
 
     #[test]

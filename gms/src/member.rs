@@ -5,7 +5,10 @@
 //! hands the new stack the datagrams that arrived for that view before it was installed (up
 //! to [`FUTURE`], the oldest dropped first and counted): members install a view at slightly
 //! different times, and the first casts of a view must not be lost to the slowest. What the old
-//! stack still had to send is sent first.
+//! stack still had to send is sent first, and the old stack goes on running for [`LINGER`]
+//! (datagrams of its view go to it; what it would deliver is dropped, its view being over): a
+//! member that installs first must still retransmit what the others lack, the `Install` itself
+//! among it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +23,9 @@ use horus_core::{
 /// Datagrams held for views not yet installed.
 pub const FUTURE: usize = 4096;
 
+/// How long the stack of a view that ended goes on serving retransmissions.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One member of a group, across its views.
 #[derive(Debug)]
 pub struct Member {
@@ -29,6 +35,8 @@ pub struct Member {
     endpoint: Endpoint,
     rng: Rng,
     stack: Stack,
+    /// The stack of the view that ended, still serving retransmissions until the deadline.
+    old: Option<(Stack, Time)>,
     now: Time,
     up: VecDeque<Up>,
     out: VecDeque<Transmit>,
@@ -58,6 +66,7 @@ impl Member {
             endpoint,
             rng,
             stack,
+            old: None,
             now,
             up: VecDeque::new(),
             out: VecDeque::new(),
@@ -93,7 +102,10 @@ impl Member {
             return;
         };
         match self.plan.build(vs, self.rng.fork(), self.now) {
-            Ok(stack) => self.stack = stack,
+            Ok(stack) => {
+                let old = std::mem::replace(&mut self.stack, stack);
+                self.old = Some((old, self.now + LINGER));
+            }
             Err(_) => {
                 // The plan built for the first view; it cannot fail for a later one.
                 self.exited = true;
@@ -113,6 +125,22 @@ impl Member {
             }
         }
         self.pump();
+    }
+}
+
+impl Member {
+    /// Runs the old stack, if any, dropping what it would deliver; ends it after its deadline.
+    fn with_old(&mut self, f: impl FnOnce(&mut Stack)) {
+        let Some((old, until)) = self.old.as_mut() else { return };
+        if self.now >= *until {
+            self.old = None;
+            return;
+        }
+        f(old);
+        while old.poll_up().is_some() {}
+        while let Some(t) = old.poll_transmit() {
+            self.out.push_back(t);
+        }
     }
 }
 
@@ -140,6 +168,10 @@ impl Node for Member {
         }
         self.now = self.now.max(now);
         if let Some((tag, id)) = peek_view(&datagram) {
+            if tag == self.group_tag && self.old.as_ref().is_some_and(|(o, _)| o.view().id == id) {
+                let now = self.now;
+                return self.with_old(|old| old.receive(now, datagram));
+            }
             if tag == self.group_tag && id.ltime > self.stack.view().id.ltime {
                 if self.future.len() >= FUTURE {
                     self.future.pop_front();
@@ -158,6 +190,7 @@ impl Node for Member {
             return;
         }
         self.now = self.now.max(now);
+        self.with_old(|old| old.on_timeout(now));
         self.stack.on_timeout(now);
         self.pump();
     }
@@ -166,7 +199,12 @@ impl Node for Member {
         if self.exited {
             return None;
         }
-        self.stack.poll_timeout()
+        let old =
+            self.old.as_ref().map(|(o, until)| o.poll_timeout().unwrap_or(*until).min(*until));
+        match (self.stack.poll_timeout(), old) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn poll_up(&mut self) -> Option<Up> {

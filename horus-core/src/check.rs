@@ -39,7 +39,11 @@
 //!    have one sending view and q delivers m', q delivered m before m'. Pairs with one sender
 //!    are FIFO's and are not reported again here.
 //! 10. [Total](Property::Total): two processes that both deliver m and m', both at a total
-//!     level, deliver them in the same order.
+//!     level, deliver them in the same order. For `Total` (not `Safe`) casts the order binds a
+//!     process only in the views it survives (moves on from, or is alive in at the end): a
+//!     process that crashes or is excluded may have delivered its last view's `Total` casts in
+//!     an order the survivors never learnt, as with Isis' ABCAST (non-uniform total order).
+//!     `Safe` casts are in one order at every process (uniform total order).
 //! 11. [Uniform](Property::Uniform): if any process, even one that then crashes, delivers a
 //!     `Safe` m while in V, every q that installed V and then another view delivered m before
 //!     leaving V, and every q alive at the end with V its last view delivered m. Reported only
@@ -888,22 +892,34 @@ impl<'h> Run<'h> {
     }
 
     fn total(&self, sink: &mut Sink) {
+        // Each process's total-level deliveries that the order binds: all `Safe` ones, and the
+        // `Total` ones made in a view the process survived (moved on from, or was alive in at
+        // the end). A process that crashes or is excluded may have delivered `Total` casts of
+        // its last view in an order the survivors never learnt: non-uniform total order.
         let sequences: Vec<Vec<usize>> = self
             .procs
             .iter()
             .map(|p| {
                 p.first_deliveries()
-                    .filter(|&(_, m)| self.msgs[m].level.is_total())
+                    .filter(|&(d, m)| {
+                        let level = self.msgs[m].level;
+                        let survived = d.seg.is_some_and(|k| k + 1 < p.segs.len() || p.alive);
+                        level.is_total() && (level.is_safe() || survived)
+                    })
                     .map(|(_, m)| m)
                     .collect()
             })
             .collect();
+        let positions: Vec<HashMap<usize, usize>> = sequences
+            .iter()
+            .map(|seq| seq.iter().enumerate().map(|(i, &m)| (m, i)).collect())
+            .collect();
         for (i, p) in self.procs.iter().enumerate() {
-            for q in &self.procs[i + 1..] {
+            for (j, q) in self.procs.iter().enumerate().skip(i + 1) {
                 // The message p delivered earliest that q delivered latest so far.
                 let mut ahead: Option<(usize, usize)> = None;
                 for &m in &sequences[i] {
-                    let Some(&pos) = q.first_delivery.get(&m) else {
+                    let Some(&pos) = positions[j].get(&m) else {
                         continue;
                     };
                     match ahead {

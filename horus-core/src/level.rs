@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 /// The ordering and reliability a cast asks for. Each level includes the ones before it, as
 /// Spread's service types do: every level is reliable and keeps each sender's FIFO order,
-/// `Causal` adds causal order, `Total` adds one order agreed by all members (and respects
-/// causality), and `Safe` adds uniform delivery: a message is delivered only once every member
-/// of the view holds it.
+/// `Causal` adds causal order, `Total` adds one order agreed by all members that survive the
+/// view (and respects causality), and `Safe` adds uniform delivery: a message is delivered
+/// only once every member of the view holds it, so that even a member that crashes right after
+/// delivered nothing, and in no order, that the survivors do not.
 ///
 /// Order across levels: every message of one sender, whatever its level, is delivered in the
 /// order sent; the total order covers the `Total` and `Safe` messages of all senders.

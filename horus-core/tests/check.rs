@@ -421,6 +421,35 @@ fn total_order_disagreement_is_reported_as_total_only() {
     assert_eq!(vs[0].messages, [id(a, 1), id(b, 1)]);
 }
 
+/// A crashed or excluded process may have delivered its last view's `Total` casts in an order
+/// the survivors never learnt (non-uniform total order); `Safe` casts bind it too.
+#[test]
+fn a_process_that_crashes_may_differ_on_total_casts_but_not_on_safe_ones() {
+    let (a, b, c) = (p(0), p(1), p(2));
+    let v0 = view(0, &[a, b, c], &[]);
+    let v1 = view(1, &[b, c], &[&v0]);
+    let run = |level| {
+        H::new()
+            .install(&[a, b, c], &v0)
+            .cast(b, 1, level)
+            .cast(c, 1, level)
+            // a, the sequencer, delivers b's cast first, then crashes...
+            .deliver(a, b, 1, level)
+            .deliver(a, c, 1, level)
+            .crash(a)
+            // ... and the survivors order them the other way.
+            .deliver(b, c, 1, level)
+            .deliver(b, b, 1, level)
+            .deliver(c, c, 1, level)
+            .deliver(c, b, 1, level)
+            .install(&[b, c], &v1)
+            .build()
+    };
+    assert_ok(&check(&run(Level::Total), &plain()));
+    let vs = only(&check(&run(Level::Safe), &plain()), Property::Total);
+    assert!(vs.iter().all(|v| v.processes.contains(&a)), "{vs:?}");
+}
+
 #[test]
 fn safe_message_delivered_by_a_crashed_member_must_reach_the_survivors() {
     let (a, b, c) = (p(0), p(1), p(2));

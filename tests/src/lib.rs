@@ -2,7 +2,7 @@
 
 use horus_core::check::check;
 use horus_core::sim::{simulate, SimConfig, SimOutcome};
-use horus_core::StackPlan;
+use horus_core::Processes;
 
 /// How many seeds a suite runs: `HORUS_SEEDS` if set (to run thousands by hand), else `default`.
 pub fn seeds(default: u64) -> u64 {
@@ -12,7 +12,7 @@ pub fn seeds(default: u64) -> u64 {
 /// Runs `seeds` seeds of `config` over `plan` on every core; returns, per failing seed, the
 /// seed and its violations, and calls `each` on every outcome (for extra assertions).
 pub fn run_seeds(
-    plan: &StackPlan,
+    plan: &dyn Processes,
     config: &SimConfig,
     seeds: std::ops::Range<u64>,
     each: impl Fn(&SimOutcome) + Sync,

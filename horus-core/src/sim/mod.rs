@@ -235,6 +235,9 @@ struct Proc {
     stack: Option<Box<dyn Node>>,
     /// Between `Up::Block` and the next view: the application holds its casts.
     blocked: bool,
+    /// The view the application last saw: deliveries name their sender by its rank there
+    /// (the node may already run a later view's stack while its old view's last events wait).
+    view: Arc<View>,
     paused_until: Option<Time>,
     inbox: VecDeque<(usize, Bytes)>,
     timer: Option<Time>,
@@ -409,6 +412,7 @@ impl<'a> Sim<'a> {
             endpoint,
             stack: Some(stack),
             blocked: false,
+            view: self.static_view.clone(),
             paused_until: None,
             inbox: VecDeque::new(),
             timer: None,
@@ -489,8 +493,7 @@ impl<'a> Sim<'a> {
             return self.push(self.now + BLOCKED_RETRY, QEv::Send { node, incarnation });
         }
         // To another member of the current view, by its rank there.
-        let Some(stack) = self.procs[node].stack.as_ref() else { return };
-        let view = stack.view().clone();
+        let view = self.procs[node].view.clone();
         let me = self.procs[node].endpoint;
         let others: Vec<_> = view.members.iter().filter(|e| **e != me).collect();
         if others.is_empty() {
@@ -711,8 +714,7 @@ impl<'a> Sim<'a> {
         let me = self.procs[node].endpoint;
         match ev {
             Up::Cast { from, msg } | Up::Send { from, msg } => {
-                let view = self.procs[node].stack.as_ref().map(|s| s.view().clone());
-                let from_ep = view.as_ref().and_then(|v| v.member(from));
+                let from_ep = self.procs[node].view.member(from);
                 match (workload::parse(msg.payload()), from_ep) {
                     (Some((id, workload::Kind::Cast(level))), Some(from)) => {
                         self.stats.deliveries += 1;
@@ -731,6 +733,7 @@ impl<'a> Sim<'a> {
             Up::View(view) => {
                 trace!(self, me, "view {view}");
                 self.procs[node].blocked = false;
+                self.procs[node].view = view.clone();
                 self.history.record(self.now, me, Event::View { view: (*view).clone() });
             }
             Up::Block => {
