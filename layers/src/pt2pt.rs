@@ -28,7 +28,9 @@
 //! failed member are dropped and counted (`dropped_to_failed`), as is every later reliable
 //! send to it: nothing is retransmitted to it, and it is owed no ack. Its reliable sends that
 //! arrive later, and those it sent early and that wait for a gap, are dropped too
-//! (`from_failed`): as `mnak` does for casts, no new word of a failed member is taken. Unreliable
+//! (`from_failed`): as `mnak` does for casts, no new word of a failed member is taken. The
+//! view may end only once every reliable send to a live member has arrived: the reflected
+//! `Up::BlockOk` is held until they are all acked. Unreliable
 //! sends pass both ways, as before.
 //!
 //! Header (postcard: a one-byte tag, then varints):
@@ -97,6 +99,8 @@ pub struct Pt2pt {
     peers: Vec<Peer>,
     retrans_armed: bool,
     ack_armed: bool,
+    /// A view change's `Up::BlockOk`, held until every send to a live member is acked.
+    block_ok_held: bool,
     stats: Stats,
 }
 
@@ -169,14 +173,22 @@ fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamErr
         peers: (0..vs.view.len()).map(|_| Peer::default()).collect(),
         retrans_armed: false,
         ack_armed: false,
+        block_ok_held: false,
         stats: Stats::default(),
     }))
 }
 
 impl Layer for Pt2pt {
     fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        let Up::Send { from, mut msg } = ev else {
-            return cx.up(ev);
+        let (from, mut msg) = match ev {
+            Up::Send { from, msg } => (from, msg),
+            Up::BlockOk => {
+                // The view may end only once every send to a live member has arrived: an
+                // ack means the peer delivered it, in this view.
+                self.block_ok_held = true;
+                return self.release_block_ok(cx);
+            }
+            ev => return cx.up(ev),
         };
         let peer = from != cx.rank() && from.index() < self.peers.len();
         match msg.pop::<Header>() {
@@ -195,9 +207,11 @@ impl Layer for Pt2pt {
                 if self.on_ack(from, ack, cx) {
                     self.on_data(from, seqno, msg, cx);
                 }
+                self.release_block_ok(cx);
             }
             Ok(Header::Ack { ack }) if peer => {
                 self.on_ack(from, ack, cx);
+                self.release_block_ok(cx);
             }
             // Undecodable, or a header that cannot come from this sender (`Local` from a peer,
             // `Data` from ourselves or from outside the view).
@@ -222,6 +236,7 @@ impl Layer for Pt2pt {
             Down::Fail(ranks) => {
                 self.on_fail(&ranks, cx.rank());
                 cx.down(Down::Fail(ranks));
+                self.release_block_ok(cx);
             }
             ev => cx.down(ev),
         }
@@ -254,6 +269,16 @@ impl Layer for Pt2pt {
 }
 
 impl Pt2pt {
+    /// Passes a held `Up::BlockOk` up once nothing is in flight to a live member.
+    fn release_block_ok(&mut self, cx: &mut Cx<'_>) {
+        let settled =
+            self.peers.iter().all(|p| p.failed || (p.unacked.is_empty() && p.backlog.is_empty()));
+        if self.block_ok_held && settled {
+            self.block_ok_held = false;
+            cx.up(Up::BlockOk);
+        }
+    }
+
     /// These members failed: drop what we keep for them and what they sent us early.
     fn on_fail(&mut self, ranks: &[Rank], me: Rank) {
         for r in ranks {
@@ -805,5 +830,22 @@ mod tests {
             // Whatever came, each of the two peers delivered at most its 16 seqnos, once.
             h.counter("delivered") <= 2 * 16
         }
+    }
+
+    #[test]
+    fn block_ok_waits_until_every_send_to_a_live_member_is_acked() {
+        let mut h = Harness::from_info(3, 0, &INFO, "");
+        h.down(Down::Send(Rank(1), Message::new(bytes::Bytes::from_static(b"x"))));
+        h.down(Down::Send(Rank(2), Message::new(bytes::Bytes::from_static(b"y"))));
+        h.take_downs();
+        h.up(Up::BlockOk);
+        assert!(h.take_ups().is_empty(), "two sends are in flight");
+        let mut ack = Message::control();
+        ack.push(&Header::Ack { ack: Seqno(1) });
+        h.up(Up::Send { from: Rank(1), msg: Message::from_wire(ack.to_bytes()) });
+        assert!(h.take_ups().is_empty(), "rank 2 has not acked");
+        // Rank 2 fails: nothing is owed to it any more.
+        h.down(Down::Fail(vec![Rank(2)]));
+        assert!(matches!(h.take_ups().as_slice(), [Up::BlockOk]));
     }
 }
