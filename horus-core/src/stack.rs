@@ -179,15 +179,7 @@ impl Stack {
             exited: false,
         };
         for pos in 1..=stack.layers.len() {
-            let mut cx = Cx {
-                now,
-                vs: &stack.vs,
-                rng: &mut stack.rng,
-                pos,
-                queue: &mut stack.queue,
-                timers: &mut stack.timers,
-            };
-            stack.layers[pos - 1].init(&mut cx);
+            stack.with_layer(pos, |l, cx| l.init(cx));
         }
         stack.run();
         Ok(stack)
@@ -256,15 +248,7 @@ impl Stack {
                 break;
             }
             self.timers.heap.pop();
-            let mut cx = Cx {
-                now: self.now,
-                vs: &self.vs,
-                rng: &mut self.rng,
-                pos,
-                queue: &mut self.queue,
-                timers: &mut self.timers,
-            };
-            self.layers[pos - 1].timer(token, &mut cx);
+            self.with_layer(pos, |l, cx| l.timer(token, cx));
             self.run();
         }
     }
@@ -347,6 +331,19 @@ impl Stack {
         self.now = self.now.max(now);
     }
 
+    /// Hands the layer at `pos` its context and runs `f` on it.
+    fn with_layer(&mut self, pos: usize, f: impl FnOnce(&mut dyn Layer, &mut Cx<'_>)) {
+        let mut cx = Cx {
+            now: self.now,
+            vs: &self.vs,
+            rng: &mut self.rng,
+            pos,
+            queue: &mut self.queue,
+            timers: &mut self.timers,
+        };
+        f(&mut *self.layers[pos - 1], &mut cx);
+    }
+
     /// Routes queued events until none is left.
     fn run(&mut self) {
         let n = self.layers.len();
@@ -354,28 +351,8 @@ impl Stack {
             match routed {
                 Routed::Up(0, ev) => self.to_app.push_back(ev),
                 Routed::Down(pos, ev) if pos > n => self.on_transport(ev),
-                Routed::Up(pos, ev) => {
-                    let mut cx = Cx {
-                        now: self.now,
-                        vs: &self.vs,
-                        rng: &mut self.rng,
-                        pos,
-                        queue: &mut self.queue,
-                        timers: &mut self.timers,
-                    };
-                    self.layers[pos - 1].up(ev, &mut cx);
-                }
-                Routed::Down(pos, ev) => {
-                    let mut cx = Cx {
-                        now: self.now,
-                        vs: &self.vs,
-                        rng: &mut self.rng,
-                        pos,
-                        queue: &mut self.queue,
-                        timers: &mut self.timers,
-                    };
-                    self.layers[pos - 1].down(ev, &mut cx);
-                }
+                Routed::Up(pos, ev) => self.with_layer(pos, |l, cx| l.up(ev, cx)),
+                Routed::Down(pos, ev) => self.with_layer(pos, |l, cx| l.down(ev, cx)),
             }
         }
     }

@@ -1,10 +1,11 @@
 //! `causal` over the reliable preset, five members on a lossy network, checked by the history
 //! checker; and a stand-in that only claims causal order, to show the check has teeth.
 
+mod common;
+
 use horus_core::check::{check, Property};
 use horus_core::sim::{simulate, LinkModel, SimConfig, Traffic};
-use horus_core::spec::Args;
-use horus_core::{Cx, Down, Layer, LayerInfo, Level, ParamError, Props, Registry, Up, ViewState};
+use horus_core::{Level, Props, Registry};
 
 const SEEDS: u64 = 100;
 
@@ -43,48 +44,9 @@ fn causal_over_reliable_passes_the_checker_under_loss_duplication_and_reordering
     assert!(delayed > 0);
 }
 
-/// Claims causal order and gives none: passes every event, keeping only the level.
-#[derive(Debug)]
-struct FakeCausal;
-
-impl Layer for FakeCausal {
-    fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        match ev {
-            Up::Cast { from, mut msg } => {
-                if let Ok(level) = msg.pop::<Level>() {
-                    msg.set_level(level);
-                    cx.up(Up::Cast { from, msg });
-                }
-            }
-            ev => cx.up(ev),
-        }
-    }
-
-    fn down(&mut self, ev: Down, cx: &mut Cx<'_>) {
-        match ev {
-            Down::Cast(mut msg) => {
-                msg.push(&msg.level());
-                cx.down(Down::Cast(msg));
-            }
-            ev => cx.down(ev),
-        }
-    }
-}
-
-fn build_fake(_: &mut Args<'_>, _: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
-    Ok(Box::new(FakeCausal))
-}
-
 fn with_fake() -> Registry {
     let mut r = horus_layers::registry();
-    r.add_layer(LayerInfo {
-        name: "fakecausal",
-        doc: "claims causal order, passes every event",
-        needs: Props::RELIABLE_CAST,
-        gives: Props::CAUSAL,
-        hides: Props::NONE,
-        build: build_fake,
-    });
+    r.add_layer(common::claims("fakecausal", Props::CAUSAL));
     r
 }
 

@@ -2,11 +2,11 @@
 //! by the history checker; and a stand-in that only claims total order, to show the checker
 //! (and so this suite) would notice a stack without it.
 
+mod common;
+
 use horus_core::check::check;
 use horus_core::sim::{simulate, LinkModel, SimConfig, SimOutcome, Traffic};
-use horus_core::{
-    Cx, Down, Layer, LayerInfo, Level, Property, Props, Registry, Report, StackPlan, Up,
-};
+use horus_core::{Level, Property, Props, Registry, Report, StackPlan};
 
 const SEEDS: u64 = 100;
 
@@ -45,48 +45,10 @@ fn every_member_delivers_total_casts_in_one_order_under_loss_duplication_and_reo
     println!("{ordered} total-level deliveries ordered by {announcements} announcements");
 }
 
-/// Claims total order and only carries the level: what a stack without `total` does.
-#[derive(Debug)]
-struct FakeTotal;
-
-impl Layer for FakeTotal {
-    fn up(&mut self, ev: Up, cx: &mut Cx<'_>) {
-        match ev {
-            Up::Cast { from, mut msg } => {
-                if let Ok(level) = msg.pop::<Level>() {
-                    msg.set_level(level);
-                    cx.up(Up::Cast { from, msg });
-                }
-            }
-            ev => cx.up(ev),
-        }
-    }
-
-    fn down(&mut self, ev: Down, cx: &mut Cx<'_>) {
-        match ev {
-            Down::Cast(mut msg) => {
-                let level = msg.level();
-                msg.push(&level);
-                cx.down(Down::Cast(msg));
-            }
-            ev => cx.down(ev),
-        }
-    }
-}
-
-const FAKE_TOTAL: LayerInfo = LayerInfo {
-    name: "faketotal",
-    doc: "claims total order, passes everything",
-    needs: Props::RELIABLE_CAST,
-    gives: Props::TOTAL,
-    hides: Props::NONE,
-    build: |_, _| Ok(Box::new(FakeTotal)),
-};
-
 #[test]
 fn without_the_total_layer_members_disagree_on_the_order() {
     let mut registry: Registry = horus_layers::registry();
-    registry.add_layer(FAKE_TOTAL);
+    registry.add_layer(common::claims("faketotal", Props::TOTAL));
     let plan = registry.plan("faketotal:reliable").unwrap();
     // Every member delivers its own casts at once, by loopback, and the others' when the
     // network brings them: concurrent casts of two senders are seen in two orders.
