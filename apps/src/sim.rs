@@ -25,8 +25,9 @@ pub struct SimArgs {
     /// Number of simulated processes.
     #[arg(long, default_value_t = 5)]
     nodes: usize,
-    /// The stack: a layer spec, top to bottom, `:`-separated, or a preset name.
-    #[arg(long, default_value = "none")]
+    /// The stack: a layer spec, top to bottom, `:`-separated, or a preset name (`none`,
+    /// `reliable`, `ordered`, `vsync`). The default is the stack groups run: `vsync`.
+    #[arg(long, default_value = "vsync")]
     stack: String,
     /// Seeds to run, as a half-open range `A..B`.
     #[arg(long, default_value = "0..100", value_parser = parse_range, conflicts_with = "seed")]

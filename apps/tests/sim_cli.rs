@@ -114,3 +114,20 @@ fn record_writes_a_history_the_checker_reads_back() {
     assert!(horus_core::check::check(&history, &promises.unwrap()).is_ok());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_default_stack_survives_crashes_and_partitions() {
+    let o = horus(&[
+        "sim",
+        "--seeds",
+        "0..30",
+        "--loss",
+        "0.05",
+        "--crashes",
+        "--partitions",
+        "--crash",
+        "0@300ms",
+    ]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(summary(&o).starts_with("seeds=30 failing_seeds=0 violations=0 "), "{}", summary(&o));
+}
