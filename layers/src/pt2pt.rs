@@ -446,11 +446,8 @@ mod tests {
     use super::*;
 
     fn harness(n: usize, rank: u32, params: &[(&str, &str)]) -> Harness {
-        let params: Vec<(String, String)> =
-            params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Harness::new(n, rank, |vs| {
-            build(&mut Args::new("pt2pt", &params), vs).expect("good parameters")
-        })
+        let spec: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Harness::from_info(n, rank, &INFO, &spec.join(","))
     }
 
     fn msg(body: &'static str) -> Message {
