@@ -31,6 +31,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::ids::Seqno;
 use crate::level::Level;
 
 /// Bytes of header room kept inline in every message: enough for the reliable stack and the
@@ -57,13 +60,22 @@ pub struct Message {
     body: Bytes,
     level: Level,
     unreliable: bool,
+    /// For a causal-level cast going up: its vector timestamp, for the layers above that hold
+    /// casts (so they keep causal order too). Set by `causal`; never on the wire.
+    deps: Option<Arc<Vec<Seqno>>>,
 }
 
 impl Message {
     /// A message carrying `payload`, with no headers yet.
     #[inline]
     pub fn new(payload: Bytes) -> Self {
-        Message { head: Head::new(), body: payload, level: Level::Fifo, unreliable: false }
+        Message {
+            head: Head::new(),
+            body: payload,
+            level: Level::Fifo,
+            unreliable: false,
+            deps: None,
+        }
     }
 
     /// A message with an empty payload, for a layer's own control traffic.
@@ -115,6 +127,18 @@ impl Message {
     #[inline]
     pub fn set_unreliable(&mut self, unreliable: bool) {
         self.unreliable = unreliable;
+    }
+
+    /// The vector timestamp of a causal-level cast, as `causal` found it: `deps[r]` casts of
+    /// rank `r` come before it. Layers above that hold casts must not pass it before those.
+    #[inline]
+    pub fn deps(&self) -> Option<&[Seqno]> {
+        self.deps.as_deref().map(Vec::as_slice)
+    }
+
+    /// Sets the causal dependencies (see [`Message::deps`]).
+    pub fn set_deps(&mut self, deps: Option<Arc<Vec<Seqno>>>) {
+        self.deps = deps;
     }
 
     /// Pushes a header in front of the ones already pushed.
@@ -339,7 +363,7 @@ mod tests {
 
     #[test]
     fn a_message_is_small_enough_to_move_cheaply() {
-        assert!(std::mem::size_of::<Message>() <= 88, "{}", std::mem::size_of::<Message>());
+        assert!(std::mem::size_of::<Message>() <= 96, "{}", std::mem::size_of::<Message>());
     }
 
     #[test]

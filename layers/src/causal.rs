@@ -303,8 +303,12 @@ impl Causal {
     }
 
     /// Passes up `from`'s cast stamped `ts`, and takes it into our causal past.
-    fn deliver(&mut self, from: Rank, ts: &[Seqno], msg: Message, cx: &mut Cx<'_>) {
+    fn deliver(&mut self, from: Rank, ts: &[Seqno], mut msg: Message, cx: &mut Cx<'_>) {
         let p = from.index();
+        if msg.level().is_causal() {
+            // For the layers above that hold casts (total): what must come out before it.
+            msg.set_deps(Some(std::sync::Arc::new(ts.to_vec())));
+        }
         debug_assert_eq!(ts[p], self.delivered[p], "FIFO below: casts arrive in order");
         self.delivered[p] = self.delivered[p].next();
         for (past, t) in self.past.iter_mut().zip(ts) {
