@@ -68,3 +68,23 @@ fn a_partitioned_minority_leaves_and_the_majority_goes_on() {
         "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions",
     );
 }
+
+#[test]
+fn every_fault_at_once_crashes_pauses_partitions_and_one_way_links() {
+    let plan = horus::processes(horus::registry().plan("vsync").unwrap());
+    let config = SimConfig {
+        faults: FaultConfig {
+            crashes: true,
+            partitions: true,
+            pauses: true,
+            oneway: true,
+            restarts: false,
+        },
+        ..config()
+    };
+    let failures = run_seeds(&*plan, &config, 600..600 + seeds(100), |_| {});
+    assert_no_failures(
+        &failures,
+        "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions --pauses --oneway",
+    );
+}
