@@ -65,6 +65,9 @@ pub struct SimArgs {
     /// Fail one direction of a link for a while.
     #[arg(long)]
     oneway: bool,
+    /// Have a process leave the group.
+    #[arg(long)]
+    leaves: bool,
     /// Casts per process.
     #[arg(long, default_value_t = 20)]
     msgs: usize,
@@ -163,6 +166,7 @@ impl SimArgs {
                 restarts: false,
                 pauses: self.pauses,
                 oneway: self.oneway,
+                leaves: self.leaves,
             },
             script: self
                 .crash_at
@@ -236,6 +240,7 @@ impl SimArgs {
             ("crashes", self.crashes),
             ("pauses", self.pauses),
             ("oneway", self.oneway),
+            ("leaves", self.leaves),
         ] {
             if on {
                 let _ = write!(cmd, " --{flag}");

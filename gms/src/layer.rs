@@ -27,6 +27,11 @@
 //!    before every survivor holds the cut: until then they may need each other's
 //!    retransmissions, which only the old view's stacks can give.
 //!
+//! A member that leaves (`Down::Leave`) is removed the same way, without waiting for a
+//! suspicion: it tells the coordinator (the next rank, if it is the coordinator) that it is to
+//! be suspected, and the change that follows excludes it, which it learns from `Fail` (and
+//! answers with `Up::Exit`).
+//!
 //! More failures before the change ends (the coordinator's among them) enlarge the failed set:
 //! the (new) coordinator sends `Fail` again and everyone reports again, so several failures
 //! make one view change. Only a majority of the view goes on (primary partition): a
@@ -200,7 +205,9 @@ impl Gms {
         self.flushed_by.clear();
         self.proposed = Some(set.clone());
         let failed: Vec<Rank> = set.iter().copied().collect();
-        for r in (0..self.n() as u32).map(Rank).filter(|r| !set.contains(r)) {
+        // To every member: survivors block and report; a member in the set that is alive
+        // (one leaving, or wrongly suspected) learns it is out and leaves.
+        for r in (0..self.n() as u32).map(Rank) {
             self.send(r, &Header::Fail { failed: failed.clone() }, cx);
         }
     }
@@ -362,6 +369,21 @@ impl Layer for Gms {
                 msg.push(&Header::Pass);
                 cx.down(Down::Send(to, msg));
             }
+            Down::Leave if !self.done => {
+                // Ask the coordinator, or the next in rank if we are it, to remove us.
+                let me = self.me;
+                let to = (0..self.n() as u32)
+                    .map(Rank)
+                    .find(|r| *r != me && !self.failed.contains(r) && !self.suspected.contains(r));
+                match to {
+                    Some(to) => self.send(to, &Header::Suspicion(vec![me]), cx),
+                    None => {
+                        // Alone: nobody to tell.
+                        self.done = true;
+                        cx.up(Up::Exit);
+                    }
+                }
+            }
             Down::BlockOk => {
                 if self.block_asked && !self.app_blocked {
                     self.app_blocked = true;
@@ -423,7 +445,7 @@ mod tests {
                 r
             })
             .collect();
-        assert_eq!(to, vec![Rank(0), Rank(1), Rank(3)]);
+        assert_eq!(to, vec![Rank(0), Rank(1), Rank(2), Rank(3)]);
     }
 
     #[test]
@@ -437,7 +459,7 @@ mod tests {
         // ... and us, once rank 1 is suspected too: we propose for all three.
         h.up(Up::Suspect(vec![Rank(1)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }; 4]);
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }; 7]);
     }
 
     #[test]
@@ -546,7 +568,7 @@ mod tests {
         // The coordinator fails too; rank 1 is now the coordinator and proposes both.
         h.up(Up::Suspect(vec![Rank(0)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(3)] }; 3]);
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(3)] }; 5]);
     }
 
     #[test]
@@ -555,6 +577,22 @@ mod tests {
         h.up(Up::Suspect(vec![Rank(0), Rank(3)]));
         assert!(matches!(h.take_ups().as_slice(), [Up::Exit]));
         assert_eq!(h.counter("minority_exits"), 1);
+    }
+
+    #[test]
+    fn a_leaving_member_asks_the_coordinator_to_remove_it() {
+        let mut h = gms(3, 2);
+        h.down(Down::Leave);
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Suspicion(vec![Rank(2)]))]);
+        // A leaving coordinator asks the next in rank.
+        let mut h = gms(3, 0);
+        h.down(Down::Leave);
+        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(0)]))]);
+        // ... which proposes to remove it, telling it too.
+        let mut next = gms(3, 1);
+        control(&mut next, 0, Header::Suspicion(vec![Rank(0)]));
+        let to: Vec<Rank> = sent(&mut next).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(to, vec![Rank(0), Rank(1), Rank(2)]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn faulty(seed: u64) -> SimConfig {
             crashes: true,
             pauses: true,
             oneway: true,
+            leaves: true,
             restarts: false,
         },
         trace: true,
@@ -178,14 +179,15 @@ fn drawn_scenarios_keep_a_majority_up_and_end_whole() {
         crashes: true,
         pauses: true,
         oneway: true,
+        leaves: true,
         restarts: false,
     };
     for seed in 0..200 {
         let mut rng = horus_core::Rng::new(seed);
         let window = Duration::from_secs(2);
         let s = cfg.draw(7, window, &mut rng);
-        let crashes = s.iter().filter(|(_, f)| matches!(f, Fault::Crash(_))).count();
-        assert!(crashes <= 3, "seed {seed}: {crashes} crashes of 7");
+        let gone = s.iter().filter(|(_, f)| matches!(f, Fault::Crash(_) | Fault::Leave(_))).count();
+        assert!(gone <= 3, "seed {seed}: {gone} crashes and leaves of 7");
         for (t, f) in &s {
             assert!(*t <= Time::ZERO + window, "seed {seed}: {f} at {t}");
             if let Fault::Pause { pause, .. } = f {

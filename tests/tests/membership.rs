@@ -70,7 +70,7 @@ fn a_partitioned_minority_leaves_and_the_majority_goes_on() {
 }
 
 #[test]
-fn every_fault_at_once_crashes_pauses_partitions_and_one_way_links() {
+fn every_fault_at_once_crashes_leaves_pauses_partitions_and_one_way_links() {
     let plan = horus::processes(horus::registry().plan("vsync").unwrap());
     let config = SimConfig {
         faults: FaultConfig {
@@ -78,6 +78,7 @@ fn every_fault_at_once_crashes_pauses_partitions_and_one_way_links() {
             partitions: true,
             pauses: true,
             oneway: true,
+            leaves: true,
             restarts: false,
         },
         ..config()
@@ -85,6 +86,33 @@ fn every_fault_at_once_crashes_pauses_partitions_and_one_way_links() {
     let failures = run_seeds(&*plan, &config, 600..600 + seeds(100), |_| {});
     assert_no_failures(
         &failures,
-        "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions --pauses --oneway",
+        "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions --pauses --oneway --leaves",
     );
+}
+
+#[test]
+fn a_leaving_member_is_removed_without_waiting_for_suspicion() {
+    let plan = horus::processes(horus::registry().plan("vsync").unwrap());
+    // Node 2 leaves at 500ms; the suspicion timeout (300ms) would install the next view after
+    // 800ms at the earliest.
+    let config = SimConfig { script: vec![(Time::from_millis(500), Fault::Leave(2))], ..config() };
+    let failures = run_seeds(&*plan, &config, 800..800 + seeds(20), |out| {
+        for (e, p) in &out.history.procs {
+            if e.node == 2 {
+                continue;
+            }
+            let second_view = p
+                .events
+                .iter()
+                .filter(|(_, ev)| matches!(ev, horus_core::Event::View { .. }))
+                .nth(1);
+            let at = second_view.map(|(t, _)| *t).unwrap_or(Time::MAX);
+            assert!(
+                at < Time::from_millis(600),
+                "seed {}: {e} installed the next view at {at}",
+                out.seed
+            );
+        }
+    });
+    assert_no_failures(&failures, "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1");
 }

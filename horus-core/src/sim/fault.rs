@@ -29,6 +29,8 @@ pub enum Fault {
     Crash(usize),
     /// The node starts again, as a new incarnation.
     Restart(usize),
+    /// The process leaves the group (`Down::Leave`), and stops once told it is out.
+    Leave(usize),
     /// The process handles nothing for `pause`, then resumes with its timers overdue and the
     /// datagrams that arrived meanwhile queued (as after a VM or GC pause).
     Pause {
@@ -53,6 +55,7 @@ impl fmt::Display for Fault {
             Fault::LinkUp { from, to } => write!(f, "link n{from} -> n{to} up"),
             Fault::Crash(n) => write!(f, "crash n{n}"),
             Fault::Restart(n) => write!(f, "restart n{n}"),
+            Fault::Leave(n) => write!(f, "leave n{n}"),
             Fault::Pause { node, pause } => write!(f, "pause n{node} for {pause:?}"),
         }
     }
@@ -68,11 +71,13 @@ pub struct FaultConfig {
     pub pauses: bool,
     /// One-way link failures.
     pub oneway: bool,
+    /// A process leaves the group.
+    pub leaves: bool,
 }
 
 impl FaultConfig {
     pub fn any(&self) -> bool {
-        self.partitions || self.crashes || self.pauses || self.oneway
+        self.partitions || self.crashes || self.pauses || self.oneway || self.leaves
     }
 
     /// Draws a scenario for `nodes` nodes within `[0, window)`. Every partition, pause and link
@@ -120,12 +125,22 @@ impl FaultConfig {
                 out.push((start, Fault::Pause { node, pause }));
             }
         }
-        if self.crashes {
-            // At most a minority is ever down, so a majority can always go on.
-            let max_down = (nodes - 1) / 2;
-            let mut victims: Vec<usize> = (0..nodes).collect();
+        // At most a minority is ever down or gone, so a majority can always go on.
+        let max_down = (nodes - 1) / 2;
+        let mut victims: Vec<usize> = (0..nodes).collect();
+        if self.crashes || self.leaves {
             rng.shuffle(&mut victims);
-            for &node in victims.iter().take(rng.range(1, max_down as u64 + 1) as usize) {
+        }
+        let mut victims = victims.into_iter();
+        let mut budget = max_down;
+        if self.leaves && budget > 0 {
+            budget -= 1;
+            if let Some(node) = victims.next() {
+                out.push((at(rng, 0, w * 3 / 4), Fault::Leave(node)));
+            }
+        }
+        if self.crashes && budget > 0 {
+            for node in victims.take(rng.range(1, budget as u64 + 1) as usize) {
                 let crash = at(rng, 0, w * 3 / 4);
                 out.push((crash, Fault::Crash(node)));
                 if self.restarts && rng.chance(0.7) {

@@ -677,7 +677,14 @@ impl<'a> Sim<'a> {
                     self.push(until, QEv::Resume { node, incarnation });
                 }
             }
-            Fault::Crash(_) | Fault::Restart(_) | Fault::Pause { .. } => {}
+            Fault::Leave(node) if node < self.procs.len() && self.paused(node).is_none() => {
+                let now = self.now;
+                if let Some(stack) = self.procs[node].stack.as_mut() {
+                    stack.down(now, Down::Leave);
+                }
+                self.pump(node);
+            }
+            Fault::Crash(_) | Fault::Restart(_) | Fault::Pause { .. } | Fault::Leave(_) => {}
         }
     }
 
