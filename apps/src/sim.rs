@@ -68,6 +68,9 @@ pub struct SimArgs {
     /// Have a process leave the group.
     #[arg(long)]
     leaves: bool,
+    /// Crashed processes come back as new incarnations and join (with --crashes).
+    #[arg(long)]
+    joins: bool,
     /// Casts per process.
     #[arg(long, default_value_t = 20)]
     msgs: usize,
@@ -163,7 +166,7 @@ impl SimArgs {
             faults: FaultConfig {
                 partitions: self.partitions,
                 crashes: self.crashes,
-                restarts: false,
+                restarts: self.joins,
                 pauses: self.pauses,
                 oneway: self.oneway,
                 leaves: self.leaves,
@@ -241,6 +244,7 @@ impl SimArgs {
             ("pauses", self.pauses),
             ("oneway", self.oneway),
             ("leaves", self.leaves),
+            ("joins", self.joins),
         ] {
             if on {
                 let _ = write!(cmd, " --{flag}");

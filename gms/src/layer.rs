@@ -32,6 +32,9 @@
 //! be suspected, and the change that follows excludes it, which it learns from `Fail` (and
 //! answers with `Up::Exit`).
 //!
+//! A process asking to join (`Down::Join`, from the member's discovery) is admitted by the
+//! coordinator in the same way: a change with no failure, whose view lists the joiners last.
+//!
 //! More failures before the change ends (the coordinator's among them) enlarge the failed set:
 //! the (new) coordinator sends `Fail` again and everyone reports again, so several failures
 //! make one view change. Only a majority of the view goes on (primary partition): a
@@ -46,8 +49,8 @@ use std::sync::Arc;
 
 use horus_core::spec::Args;
 use horus_core::{
-    Cx, Down, Layer, LayerInfo, Message, ParamError, Props, Rank, Seqno, Up, View, ViewId,
-    ViewState,
+    Cx, Down, Endpoint, Layer, LayerInfo, Message, ParamError, Props, Rank, Seqno, Up, View,
+    ViewId, ViewState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +118,8 @@ pub struct Gms {
     cut_sent: bool,
     flushed_by: BTreeSet<Rank>,
     installed: bool,
+    /// Coordinating: processes asking to join, admitted in the next view.
+    joiners: BTreeSet<Endpoint>,
     /// As member: the cut to reach, whether the flush began and ended.
     cut: Option<Vec<Seqno>>,
     flushing: bool,
@@ -139,6 +144,7 @@ impl Gms {
             cut_sent: false,
             flushed_by: BTreeSet::new(),
             installed: false,
+            joiners: BTreeSet::new(),
             cut: None,
             flushing: false,
             flushed: false,
@@ -291,7 +297,10 @@ impl Gms {
         if !survivors.iter().all(|r| self.flushed_by.contains(r)) {
             return;
         }
-        let members = survivors.iter().filter_map(|r| self.view.member(*r)).collect();
+        let mut members: Vec<Endpoint> =
+            survivors.iter().filter_map(|r| self.view.member(*r)).collect();
+        // Joiners come last, the oldest members keeping the lowest ranks.
+        members.extend(self.joiners.iter().filter(|e| !self.view.contains(**e)));
         let view = View {
             id: ViewId::new(self.view.id.ltime + 1, cx.endpoint()),
             members,
@@ -381,6 +390,20 @@ impl Layer for Gms {
                         // Alone: nobody to tell.
                         self.done = true;
                         cx.up(Up::Exit);
+                    }
+                }
+            }
+            Down::Join(joiner) => {
+                // The coordinator admits joiners by a view change (a flush with no failure).
+                if !self.done
+                    && !self.installed
+                    && !self.view.contains(joiner)
+                    && self.coordinator() == self.me
+                {
+                    self.joiners.insert(joiner);
+                    if self.proposed.is_none() {
+                        let set = self.failed.clone();
+                        self.propose(set, cx);
                     }
                 }
             }

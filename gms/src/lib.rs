@@ -48,6 +48,22 @@ impl Processes for GroupPlan {
         Ok(Box::new(Member::new(self.plan.clone(), group.clone(), endpoint, view, rng, now)?))
     }
 
+    fn join(
+        &self,
+        group: &GroupName,
+        endpoint: Endpoint,
+        rng: Rng,
+        now: Time,
+    ) -> Option<Result<Box<dyn Node>, StackError>> {
+        // A restart rejoins the running group: it never founds one apart from it.
+        let member = Member::join(self.plan.clone(), group.clone(), endpoint, rng, now, false);
+        Some(member.map(|m| Box::new(m) as Box<dyn Node>))
+    }
+
+    fn can_join(&self) -> bool {
+        true
+    }
+
     fn levels(&self) -> Vec<Level> {
         self.plan.levels()
     }

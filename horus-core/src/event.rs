@@ -43,6 +43,8 @@ pub enum Down {
     /// Every cast of the cut is here: the transport answers with [`Up::Flush`], which drains
     /// the layers bottom up.
     Flush,
+    /// A process outside the view asks to join (from the membership service's discovery).
+    Join(crate::ids::Endpoint),
 }
 
 /// An event travelling toward the application.
@@ -87,6 +89,7 @@ impl Down {
             Down::Block => "block",
             Down::Cut(_) => "cut",
             Down::Flush => "flush",
+            Down::Join(_) => "join",
         }
     }
 }

@@ -84,6 +84,23 @@ pub trait Processes: Sync {
         rng: Rng,
         now: Time,
     ) -> Result<Box<dyn Node>, StackError>;
+    /// A process `endpoint` that is in no view and asks to join `group` (a restart, as a new
+    /// incarnation). `None` if these processes cannot join: a static group.
+    fn join(
+        &self,
+        _group: &GroupName,
+        _endpoint: Endpoint,
+        _rng: Rng,
+        _now: Time,
+    ) -> Option<Result<Box<dyn Node>, StackError>> {
+        None
+    }
+
+    /// Whether a process of these can join a running group.
+    fn can_join(&self) -> bool {
+        false
+    }
+
     /// The service levels the processes offer (empty: best effort only).
     fn levels(&self) -> Vec<Level>;
     /// How membership behaves: what the checker holds the run to.

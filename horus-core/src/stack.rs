@@ -35,6 +35,35 @@ use crate::view_state::ViewState;
 const WIRE_VERSION: u8 = 1;
 const KIND_CAST: u8 = 0;
 const KIND_SEND: u8 = 1;
+/// A datagram outside every view (membership's discovery and joins).
+const KIND_OUTSIDE: u8 = 2;
+
+/// The header of a datagram outside every view: who sends it, to which group.
+#[derive(Serialize, Deserialize, Debug)]
+struct OutsideHeader {
+    /// `WIRE_VERSION << 4 | KIND_OUTSIDE`.
+    tag: u8,
+    group: u32,
+    from: Endpoint,
+}
+
+/// Frames `msg` for sending outside every view (a join request, a welcome): the receiver
+/// learns the sender's endpoint, since no view gives it a rank.
+pub fn frame_outside(group: &crate::ids::GroupName, from: Endpoint, mut msg: Message) -> Message {
+    msg.push(&OutsideHeader { tag: WIRE_VERSION << 4 | KIND_OUTSIDE, group: group.tag(), from });
+    msg
+}
+
+/// If `datagram` is a frame outside every view for the group tagged `group`: its sender and
+/// body.
+pub fn parse_outside(group: u32, datagram: &Bytes) -> Option<(Endpoint, Message)> {
+    if datagram.first().map(|t| *t & 0xf) != Some(KIND_OUTSIDE) {
+        return None;
+    }
+    let mut msg = Message::from_wire(datagram.clone());
+    let hdr = msg.pop::<OutsideHeader>().ok()?;
+    (hdr.tag >> 4 == WIRE_VERSION && hdr.group == group).then_some((hdr.from, msg))
+}
 
 /// The transport header, first on the wire.
 #[derive(Serialize, Deserialize, Debug)]
@@ -49,6 +78,9 @@ struct WireHeader {
 /// The group tag and view id a datagram is addressed to, if it is one of ours; lets a
 /// membership service hold datagrams of a view it has not installed yet.
 pub fn peek_view(datagram: &[u8]) -> Option<(u32, ViewId)> {
+    if datagram.first().map(|t| *t & 0xf) == Some(KIND_OUTSIDE) {
+        return None;
+    }
     let (hdr, _) = postcard::take_from_bytes::<WireHeader>(datagram).ok()?;
     (hdr.tag >> 4 == WIRE_VERSION).then_some((hdr.group, hdr.view))
 }
@@ -390,7 +422,12 @@ impl Stack {
             Down::Block => self.queue.push_back(Routed::Up(bottom, Up::BlockOk)),
             Down::Flush => self.queue.push_back(Routed::Up(bottom, Up::Flush)),
             // Nobody below to block, suspect, fail or free buffers for.
-            Down::BlockOk | Down::Suspect(_) | Down::Stable(_) | Down::Fail(_) | Down::Cut(_) => {}
+            Down::BlockOk
+            | Down::Suspect(_)
+            | Down::Stable(_)
+            | Down::Fail(_)
+            | Down::Cut(_)
+            | Down::Join(_) => {}
         }
     }
 

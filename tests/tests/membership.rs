@@ -70,7 +70,7 @@ fn a_partitioned_minority_leaves_and_the_majority_goes_on() {
 }
 
 #[test]
-fn every_fault_at_once_crashes_leaves_pauses_partitions_and_one_way_links() {
+fn every_fault_at_once_crashes_rejoins_leaves_pauses_partitions_and_one_way_links() {
     let plan = horus::processes(horus::registry().plan("vsync").unwrap());
     let config = SimConfig {
         faults: FaultConfig {
@@ -79,14 +79,14 @@ fn every_fault_at_once_crashes_leaves_pauses_partitions_and_one_way_links() {
             pauses: true,
             oneway: true,
             leaves: true,
-            restarts: false,
+            restarts: true,
         },
         ..config()
     };
     let failures = run_seeds(&*plan, &config, 600..600 + seeds(100), |_| {});
     assert_no_failures(
         &failures,
-        "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions --pauses --oneway --leaves",
+        "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --crashes --partitions --pauses --oneway --leaves --joins",
     );
 }
 
@@ -113,6 +113,34 @@ fn a_leaving_member_is_removed_without_waiting_for_suspicion() {
                 out.seed
             );
         }
+    });
+    assert_no_failures(&failures, "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1");
+}
+
+#[test]
+fn a_crashed_member_rejoins_as_a_new_incarnation() {
+    let plan = horus::processes(horus::registry().plan("vsync").unwrap());
+    let config = SimConfig {
+        script: vec![
+            (Time::from_millis(400), Fault::Crash(1)),
+            (Time::from_millis(900), Fault::Restart(1)),
+        ],
+        ..config()
+    };
+    let failures = run_seeds(&*plan, &config, 900..900 + seeds(30), |out| {
+        // The new incarnation is in the last view of every live process (liveness checks that
+        // too); here: it joined, and cast in its views.
+        let p1 = &out.history.procs[&horus_core::Endpoint::new(1, 1)];
+        assert!(
+            p1.events.iter().any(|(_, e)| matches!(e, horus_core::Event::View { .. })),
+            "seed {}",
+            out.seed
+        );
+        assert!(
+            p1.events.iter().any(|(_, e)| matches!(e, horus_core::Event::Cast { .. })),
+            "seed {}",
+            out.seed
+        );
     });
     assert_no_failures(&failures, "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1");
 }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 
 use crate::event::{Down, Up};
 use crate::history::{Event, History, Liveness, MsgId, Promises};
-use crate::ids::{Endpoint, GroupName, View};
+use crate::ids::{Endpoint, GroupName, View, ViewId};
 use crate::level::Level;
 use crate::message::Message;
 use crate::node::{Node, Processes};
@@ -244,7 +244,8 @@ struct Proc {
     timer_gen: u64,
     next_seq: u64,
     /// Sends so far to each node.
-    sent_to: Vec<u64>,
+    /// Sends so far to each endpoint in each view (a stream per view).
+    sent_to: BTreeMap<(Endpoint, ViewId), u64>,
 }
 
 struct Sim<'a> {
@@ -263,10 +264,11 @@ struct Sim<'a> {
     stats: SimStats,
     trace: Vec<String>,
     traffic_end: Time,
-    /// Per (receiver, sender): the next send seq expected.
-    send_next: BTreeMap<(Endpoint, Endpoint), u64>,
+    /// Per (receiver, sender, view): the next send seq expected. A stream of sends is that of
+    /// one view: like casts, sends are owed only between members that stay together.
+    send_next: BTreeMap<(Endpoint, Endpoint, ViewId), u64>,
     /// Streams already reported out of order: one report each.
-    send_reported: std::collections::BTreeSet<(Endpoint, Endpoint)>,
+    send_reported: std::collections::BTreeSet<(Endpoint, Endpoint, ViewId)>,
 }
 
 impl<'a> Sim<'a> {
@@ -278,10 +280,10 @@ impl<'a> Sim<'a> {
         if t.min_size > t.max_size {
             return Err(SimError::BadSizes(t.min_size, t.max_size));
         }
-        if config.faults.restarts
-            || config.script.iter().any(|(_, f)| matches!(f, Fault::Restart(_)))
-        {
-            // A restarted process is a new endpoint, which must join: no process joins yet.
+        let restarts = config.faults.restarts
+            || config.script.iter().any(|(_, f)| matches!(f, Fault::Restart(_)));
+        if restarts && !plan.can_join() {
+            // A restarted process is a new endpoint, which must join a running group.
             return Err(SimError::RestartsNeedMembership(plan.name()));
         }
         let offered = plan.levels();
@@ -404,29 +406,47 @@ impl<'a> Sim<'a> {
 
     /// Starts (or restarts) `node` as `endpoint`.
     fn start(&mut self, node: usize, endpoint: Endpoint) -> Result<(), SimError> {
-        let vs = ViewState::new(self.group.clone(), endpoint, self.static_view.clone())
-            .expect("every node is in the static view");
-        let stack =
-            self.plan.start(&vs.group, endpoint, vs.view.clone(), self.rng.fork(), self.now)?;
+        // The first incarnations are members of the initial view; later ones join.
+        let joining = endpoint.incarnation > 0;
+        let stack = if joining {
+            match self.plan.join(&self.group, endpoint, self.rng.fork(), self.now) {
+                Some(node) => node?,
+                None => return Err(SimError::RestartsNeedMembership(self.plan.name())),
+            }
+        } else {
+            let vs = ViewState::new(self.group.clone(), endpoint, self.static_view.clone())
+                .expect("every node is in the static view");
+            self.plan.start(&vs.group, endpoint, vs.view.clone(), self.rng.fork(), self.now)?
+        };
+        let view = stack.view().clone();
         let proc = Proc {
             endpoint,
             stack: Some(stack),
-            blocked: false,
-            view: self.static_view.clone(),
+            // A joiner's application waits for its first view.
+            blocked: joining,
+            view,
             paused_until: None,
             inbox: VecDeque::new(),
             timer: None,
             timer_gen: 0,
             next_seq: 1,
-            sent_to: vec![0; self.config.nodes],
+            sent_to: BTreeMap::new(),
         };
         if node < self.procs.len() {
             self.procs[node] = proc;
         } else {
             self.procs.push(proc);
         }
-        self.history.record(self.now, endpoint, Event::View { view: (*self.static_view).clone() });
-        trace!(self, endpoint, "start in view {}", self.static_view);
+        if joining {
+            trace!(self, endpoint, "start, asking to join");
+        } else {
+            self.history.record(
+                self.now,
+                endpoint,
+                Event::View { view: (*self.static_view).clone() },
+            );
+            trace!(self, endpoint, "start in view {}", self.static_view);
+        }
         // The casts of this incarnation, spread over the rest of the traffic phase.
         if self.now < self.traffic_end {
             let (lo, hi) = (self.now.0, self.traffic_end.0);
@@ -505,8 +525,9 @@ impl<'a> Sim<'a> {
         let t = &self.config.traffic;
         let size = log_uniform(&mut self.rng, t.min_size, t.max_size);
         let p = &mut self.procs[node];
-        p.sent_to[to] += 1;
-        let id = MsgId { sender: p.endpoint, seq: p.sent_to[to] };
+        let count = p.sent_to.entry((target, view.id)).or_insert(0);
+        *count += 1;
+        let id = MsgId { sender: p.endpoint, seq: *count };
         let msg = Message::new(workload::send_payload(id, size));
         self.stats.sends += 1;
         trace!(self, id.sender, "send #{} to n{to} {size}B", id.seq);
@@ -518,16 +539,17 @@ impl<'a> Sim<'a> {
     }
 
     /// A point-to-point send delivered at `me`: the next of its stream, or a violation.
-    fn on_send_delivered(&mut self, me: Endpoint, from: Endpoint, id: MsgId) {
+    fn on_send_delivered(&mut self, me: Endpoint, from: Endpoint, id: MsgId, view: ViewId) {
         self.stats.send_deliveries += 1;
         trace!(self, me, "deliver send #{} from {from}", id.seq);
-        let next = self.send_next.entry((me, id.sender)).or_insert(1);
+        let key = (me, id.sender, view);
+        let next = self.send_next.entry(key).or_insert(1);
         // A stream is reported once, at its first fault, and resynchronises after it.
         let problem = if from != id.sender {
             Some(format!("{me} delivered send #{} of {} as from {from}", id.seq, id.sender))
         } else if id.seq > *next {
             let p = format!(
-                "{me} delivered send #{} from {from}, skipping #{}..#{}",
+                "{me} delivered send #{} from {from} in {view}, skipping #{}..#{}",
                 id.seq,
                 *next,
                 id.seq - 1
@@ -535,13 +557,13 @@ impl<'a> Sim<'a> {
             *next = id.seq + 1;
             Some(p)
         } else if id.seq < *next {
-            Some(format!("{me} delivered send #{} from {from} again, or late", id.seq))
+            Some(format!("{me} delivered send #{} from {from} in {view} again, or late", id.seq))
         } else {
             *next += 1;
             None
         };
         if let Some(p) = problem {
-            if self.send_reported.insert((me, id.sender)) {
+            if self.send_reported.insert(key) {
                 self.send_violation(p);
             }
         }
@@ -553,24 +575,44 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Every stream between two processes alive at the end arrived whole.
+    /// Every stream of sends between two processes that are alive at the end, made in a view
+    /// both installed and left for the same next view (or both are still in), arrived whole.
     fn check_sends_complete(&mut self) {
+        let views = |e: Endpoint| -> Vec<ViewId> {
+            self.history.procs.get(&e).map_or(Vec::new(), |p| {
+                p.events
+                    .iter()
+                    .filter_map(|(_, ev)| match ev {
+                        Event::View { view } => Some(view.id),
+                        _ => None,
+                    })
+                    .collect()
+            })
+        };
+        let next_of = |vs: &[ViewId], v: ViewId| {
+            vs.iter().position(|x| *x == v).map(|i| vs.get(i + 1).copied())
+        };
         let mut missing = Vec::new();
-        for (i, sender) in self.procs.iter().enumerate() {
-            for (j, receiver) in self.procs.iter().enumerate() {
-                let sent = sender.sent_to.get(j).copied().unwrap_or(0);
-                if i == j || sender.stack.is_none() || receiver.stack.is_none() || sent == 0 {
+        for sender in self.procs.iter().filter(|p| p.stack.is_some()) {
+            let sender_views = views(sender.endpoint);
+            for (&(to, view), &sent) in &sender.sent_to {
+                let Some(receiver) =
+                    self.procs.iter().find(|p| p.endpoint == to && p.stack.is_some())
+                else {
+                    continue;
+                };
+                let receiver_views = views(receiver.endpoint);
+                let together = next_of(&receiver_views, view).is_some()
+                    && next_of(&receiver_views, view) == next_of(&sender_views, view);
+                if !together {
                     continue;
                 }
                 let got =
-                    self.send_next.get(&(receiver.endpoint, sender.endpoint)).copied().unwrap_or(1)
-                        - 1;
+                    self.send_next.get(&(to, sender.endpoint, view)).copied().unwrap_or(1) - 1;
                 if got < sent {
                     missing.push(format!(
-                        "{} never delivered sends #{}..#{} from {}",
-                        receiver.endpoint,
+                        "{to} never delivered sends #{}..#{sent} from {} in {view}",
                         got + 1,
-                        sent,
                         sender.endpoint
                     ));
                 }
@@ -729,7 +771,8 @@ impl<'a> Sim<'a> {
                         trace!(self, me, "deliver {id} {level} from {from}");
                     }
                     (Some((id, workload::Kind::Send)), Some(from)) => {
-                        self.on_send_delivered(me, from, id)
+                        let view = self.procs[node].view.id;
+                        self.on_send_delivered(me, from, id, view)
                     }
                     _ => {
                         self.stats.corrupt += 1;
