@@ -59,6 +59,9 @@ pub struct SimArgs {
     /// Crash node N at time T (`N@T`, e.g. `3@700ms`); repeatable.
     #[arg(long = "crash", value_parser = parse_crash)]
     crash_at: Vec<(usize, Duration)>,
+    /// Restart crashed node N at time T as a new incarnation that joins (`N@T`); repeatable.
+    #[arg(long = "restart", value_parser = parse_crash)]
+    restart_at: Vec<(usize, Duration)>,
     /// Pause processes (as a VM or GC pause would), past timeouts.
     #[arg(long)]
     pauses: bool,
@@ -175,6 +178,9 @@ impl SimArgs {
                 .crash_at
                 .iter()
                 .map(|&(n, t)| (horus_core::Time::ZERO + t, horus_core::sim::Fault::Crash(n)))
+                .chain(self.restart_at.iter().map(|&(n, t)| {
+                    (horus_core::Time::ZERO + t, horus_core::sim::Fault::Restart(n))
+                }))
                 .collect(),
             fault_window: self.window,
             settle: self.settle,
@@ -233,6 +239,9 @@ impl SimArgs {
         );
         for (n, t) in &self.crash_at {
             let _ = write!(cmd, " --crash {n}@{}ms", t.as_millis());
+        }
+        for (n, t) in &self.restart_at {
+            let _ = write!(cmd, " --restart {n}@{}ms", t.as_millis());
         }
         if !self.levels.is_empty() {
             let l: Vec<&str> = self.levels.iter().map(|l| l.as_str()).collect();
