@@ -6,18 +6,31 @@
 //! same messages in the view it leaves.
 //!
 //! The toolkit is built in layers, each a deterministic state machine that does no IO, so the
-//! same code runs between real processes and, seeded and repeatable, in the simulator. This
-//! crate is the one applications depend on; today it gives the kernel ([`core`]): messages,
-//! layers, stacks, the simulator and the history checker.
+//! same code runs between real processes and, seeded and repeatable, in the simulator:
+//! - [`core`]: messages, events, the `Layer` trait, stacks built from specs, the simulator and
+//!   the history checker;
+//! - [`layers`]: the protocol layers (reliability, fragmentation, flow control, stability,
+//!   packing, failure suspicion, causal, total and safe ordering);
+//! - [`gms`]: membership: view changes that keep virtual synchrony, leaves and joins.
+//!
+//! [`registry`] knows every layer and preset a stack spec can name; [`processes`] runs a plan
+//! as a static group, or as members that change views when it has the membership layer on top
+//! (the default stack, the preset `vsync`).
 //!
 //! ```
-//! use horus::core::sim::{simulate, SimConfig};
-//! use horus::core::Registry;
+//! use horus::core::check::check;
+//! use horus::core::sim::{simulate, FaultConfig, LinkModel, SimConfig};
 //!
-//! // Five simulated processes over best-effort multicast, no faults.
-//! let plan = Registry::new().plan("none").unwrap();
-//! let run = simulate(&plan, &SimConfig { nodes: 5, seed: 1, ..SimConfig::default() }).unwrap();
-//! assert_eq!(run.stats.deliveries, 5 * run.stats.casts);
+//! // Five members of the default stack over a lossy network; one of them crashes.
+//! let plan = horus::processes(horus::registry().plan("vsync").unwrap());
+//! let config = SimConfig {
+//!     seed: 1,
+//!     link: LinkModel { loss: 0.05, ..LinkModel::default() },
+//!     faults: FaultConfig { crashes: true, ..FaultConfig::default() },
+//!     ..SimConfig::default()
+//! };
+//! let run = simulate(&*plan, &config).unwrap();
+//! assert!(check(&run.history, &run.promises).is_ok());
 //! ```
 
 pub use horus_core as core;

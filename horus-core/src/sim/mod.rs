@@ -1,6 +1,7 @@
 //! The deterministic simulator: N complete stacks on a virtual clock over a seeded network.
 //!
-//! Each simulated process runs a real [`Stack`] with a recording application on top (see
+//! Each simulated process runs a real [`Stack`](crate::Stack) (or a membership service's
+//! [`Node`] that builds one per view) with a recording application on top (see
 //! [`workload`]). The network ([`net`]) loses, duplicates, reorders and delays datagrams per
 //! link, and can be partitioned or lose one direction of a link; processes can pause, crash and
 //! restart as new incarnations ([`fault`]). Every process's views, casts and deliveries are
