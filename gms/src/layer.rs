@@ -211,17 +211,30 @@ impl Gms {
         self.flushed_by.clear();
         self.proposed = Some(set.clone());
         let failed: Vec<Rank> = set.iter().copied().collect();
-        // To every member: survivors block and report; a member in the set that is alive
-        // (one leaving, or wrongly suspected) learns it is out and leaves.
-        for r in (0..self.n() as u32).map(Rank) {
+        let me = self.me;
+        // Every other member: survivors block and report; a member in the set that is alive
+        // (one leaving, or wrongly suspected) learns it is out and leaves. These go first:
+        // once we fail the ranks below, pt2pt no longer sends to them.
+        for r in (0..self.n() as u32).map(Rank).filter(|r| *r != me) {
             self.send(r, &Header::Fail { failed: failed.clone() }, cx);
         }
+        // Then ourselves, at once: a copy sent through the stack could wait in flow control
+        // behind casts held for the very members that failed, and only the failure releases
+        // them (and the sends above with them).
+        self.on_fail(me, failed, cx);
     }
 
     fn on_fail(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
         let set: BTreeSet<Rank> = failed.iter().copied().filter(|r| r.index() < self.n()).collect();
         // From the member that is coordinator given this set, and never shrinking.
         let legitimate = !set.contains(&from) && (0..from.0).all(|r| set.contains(&Rank(r)));
+        if legitimate && !self.done && !set.is_superset(&self.failed) && from != self.me {
+            // Another coordinator failed fewer than we did: tell it whom it missed, so that it
+            // proposes the union and the two rounds do not wait for each other forever.
+            let missed: Vec<Rank> = self.failed.difference(&set).copied().collect();
+            self.send(from, &Header::Suspicion(missed), cx);
+            return self.stats.refused += 1;
+        }
         if !legitimate || !set.is_superset(&self.failed) || self.done {
             return self.stats.refused += 1;
         }
@@ -468,7 +481,8 @@ mod tests {
                 r
             })
             .collect();
-        assert_eq!(to, vec![Rank(0), Rank(1), Rank(2), Rank(3)]);
+        // Every member but the coordinator, which applies the failure to itself at once.
+        assert_eq!(to, vec![Rank(1), Rank(2), Rank(3)]);
     }
 
     #[test]
@@ -482,7 +496,7 @@ mod tests {
         // ... and us, once rank 1 is suspected too: we propose for all three.
         h.up(Up::Suspect(vec![Rank(1)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }; 7]);
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(1), Rank(3)] }; 6]);
     }
 
     #[test]
@@ -591,7 +605,7 @@ mod tests {
         // The coordinator fails too; rank 1 is now the coordinator and proposes both.
         h.up(Up::Suspect(vec![Rank(0)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(3)] }; 5]);
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(3)] }; 4]);
     }
 
     #[test]
@@ -615,7 +629,18 @@ mod tests {
         let mut next = gms(3, 1);
         control(&mut next, 0, Header::Suspicion(vec![Rank(0)]));
         let to: Vec<Rank> = sent(&mut next).into_iter().map(|(r, _)| r).collect();
-        assert_eq!(to, vec![Rank(0), Rank(1), Rank(2)]);
+        assert_eq!(to, vec![Rank(0), Rank(2)]);
+    }
+
+    #[test]
+    fn a_member_that_failed_more_tells_a_coordinator_whom_it_missed() {
+        let mut h = gms(5, 3);
+        control(&mut h, 0, Header::Fail { failed: vec![Rank(4)] });
+        h.take_downs();
+        h.take_ups();
+        // Rank 1 leads a round that failed rank 0 only.
+        control(&mut h, 1, Header::Fail { failed: vec![Rank(0)] });
+        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(4)]))]);
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Member {
     out: VecDeque<Transmit>,
     future: VecDeque<Bytes>,
     exited: bool,
+    /// The application asked to leave: asked again in every view until we are out.
+    leaving: bool,
     views: u64,
     future_dropped: u64,
 }
@@ -140,6 +142,7 @@ impl Member {
             out: VecDeque::new(),
             future: VecDeque::new(),
             exited: false,
+            leaving: false,
             views: 0,
             future_dropped: 0,
         }
@@ -191,6 +194,13 @@ impl Member {
         self.joining = None;
         self.views += 1;
         self.up.push_back(Up::View(view.clone()));
+        if self.leaving {
+            // The request may not have been acted on in the view that ended.
+            let now = self.now;
+            if let Some(s) = self.stack.as_mut() {
+                s.down(now, Down::Leave);
+            }
+        }
         // The coordinator of the new view welcomes those who joined.
         if view.id.coord == self.endpoint {
             for e in
@@ -288,6 +298,9 @@ impl Node for Member {
             return;
         }
         self.now = self.now.max(now);
+        if matches!(ev, Down::Leave) {
+            self.leaving = true;
+        }
         if let Some(stack) = self.stack.as_mut() {
             stack.down(now, ev);
         }
