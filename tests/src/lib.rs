@@ -1,8 +1,16 @@
 //! Helpers for the simulation suites: run many seeds of a stack and collect every failure.
 
+use std::time::Duration;
+
 use horus_core::check::check;
-use horus_core::sim::{simulate, SimConfig, SimOutcome};
+use horus_core::sim::{simulate, LinkModel, SimConfig, SimOutcome};
 use horus_core::Processes;
+
+/// The faulty network the suites run on: 5% loss, 2% duplication, 10% reordering, and up to
+/// `jitter` of extra delay per datagram.
+pub fn lossy_link(jitter: Duration) -> LinkModel {
+    LinkModel { loss: 0.05, dup: 0.02, reorder: 0.1, jitter, ..LinkModel::default() }
+}
 
 /// How many seeds a suite runs: `HORUS_SEEDS` if set (to run thousands by hand), else `default`.
 pub fn seeds(default: u64) -> u64 {

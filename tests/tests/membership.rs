@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use horus_core::sim::{Fault, FaultConfig, LinkModel, SimConfig, Traffic};
 use horus_core::Time;
-use horus_tests::{assert_no_failures, run_seeds, seeds};
+use horus_tests::{assert_no_failures, lossy_link, run_seeds, seeds};
 
 fn config() -> SimConfig {
     SimConfig {
         nodes: 5,
-        link: LinkModel { loss: 0.05, dup: 0.02, reorder: 0.1, ..LinkModel::default() },
+        link: lossy_link(LinkModel::default().jitter),
         traffic: Traffic { msgs: 30, sends: 10, max_size: 4 << 10, ..Traffic::default() },
         settle: Duration::from_secs(4),
         ..SimConfig::default()

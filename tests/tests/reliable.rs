@@ -2,19 +2,13 @@
 
 use std::time::Duration;
 
-use horus_core::sim::{FaultConfig, LinkModel, SimConfig, Traffic};
-use horus_tests::{assert_no_failures, run_seeds, seeds};
+use horus_core::sim::{FaultConfig, SimConfig, Traffic};
+use horus_tests::{assert_no_failures, lossy_link, run_seeds, seeds};
 
 fn lossy() -> SimConfig {
     SimConfig {
         nodes: 5,
-        link: LinkModel {
-            loss: 0.05,
-            dup: 0.02,
-            reorder: 0.1,
-            jitter: Duration::from_micros(200),
-            ..LinkModel::default()
-        },
+        link: lossy_link(Duration::from_micros(200)),
         traffic: Traffic {
             msgs: 20,
             sends: 10,

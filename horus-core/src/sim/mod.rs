@@ -475,16 +475,27 @@ impl<'a> Sim<'a> {
         self.procs[node].paused_until.filter(|t| *t > self.now)
     }
 
-    fn on_cast(&mut self, node: usize, incarnation: u32) {
+    /// Whether the application of `node` may act now; if not, `again` is queued for when it
+    /// may: a paused process acts when it resumes, and a blocked one (a view change is under
+    /// way, or it has not joined yet) holds its cast or send until its next view.
+    fn app_may_act(&mut self, node: usize, incarnation: u32, again: QEv) -> bool {
         if !self.live(node, incarnation) {
-            return;
+            return false;
         }
         if let Some(until) = self.paused(node) {
-            return self.push(until, QEv::Cast { node, incarnation });
+            self.push(until, again);
+            return false;
         }
         if self.procs[node].blocked {
-            // A view change is under way: the application holds its cast until the next view.
-            return self.push(self.now + BLOCKED_RETRY, QEv::Cast { node, incarnation });
+            self.push(self.now + BLOCKED_RETRY, again);
+            return false;
+        }
+        true
+    }
+
+    fn on_cast(&mut self, node: usize, incarnation: u32) {
+        if !self.app_may_act(node, incarnation, QEv::Cast { node, incarnation }) {
+            return;
         }
         let level = self.levels[self.rng.index(self.levels.len())];
         let t = &self.config.traffic;
@@ -504,14 +515,8 @@ impl<'a> Sim<'a> {
     }
 
     fn on_send(&mut self, node: usize, incarnation: u32) {
-        if !self.live(node, incarnation) {
+        if !self.app_may_act(node, incarnation, QEv::Send { node, incarnation }) {
             return;
-        }
-        if let Some(until) = self.paused(node) {
-            return self.push(until, QEv::Send { node, incarnation });
-        }
-        if self.procs[node].blocked {
-            return self.push(self.now + BLOCKED_RETRY, QEv::Send { node, incarnation });
         }
         // To another member of the current view, by its rank there.
         let view = self.procs[node].view.clone();
