@@ -477,7 +477,7 @@ impl<'h> Run<'h> {
                         }
                     }
                     Event::Deliver { .. } => stats.deliveries += 1,
-                    Event::Crash | Event::Exit => {}
+                    Event::Crash | Event::Exit | Event::Leave => {}
                 }
             }
             procs.push(Proc {
@@ -521,7 +521,7 @@ impl<'h> Run<'h> {
                             first,
                         });
                     }
-                    Event::Cast { .. } | Event::Crash | Event::Exit => {}
+                    Event::Cast { .. } | Event::Crash | Event::Exit | Event::Leave => {}
                 }
             }
         }
@@ -808,7 +808,7 @@ impl<'h> Run<'h> {
                             }
                             next_delivery[p] += 1;
                         }
-                        Event::View { .. } | Event::Crash | Event::Exit => {}
+                        Event::View { .. } | Event::Crash | Event::Exit | Event::Leave => {}
                     }
                     cursor[p] += 1;
                 }
@@ -1001,11 +1001,22 @@ impl<'h> Run<'h> {
             }
         }
         let views: Vec<&View> = views.into_values().collect();
+        // A member that asked to leave and whose last view is `a` took part in the change
+        // that removed it: it counts toward the majority, as it can join no other component.
+        let left: BTreeSet<(Endpoint, ViewId)> = self
+            .procs
+            .iter()
+            .filter(|p| p.events.iter().any(|(_, e)| matches!(e, Event::Leave)))
+            .filter_map(|p| p.segs.last().map(|s| (p.ep, s.view.id)))
+            .collect();
         for w in views.windows(2) {
             let (a, b) = (w[0], w[1]);
             let a_members: BTreeSet<Endpoint> = a.members.iter().copied().collect();
-            let kept =
-                b.members.iter().copied().collect::<BTreeSet<_>>().intersection(&a_members).count();
+            let b_members: BTreeSet<Endpoint> = b.members.iter().copied().collect();
+            let kept = a_members
+                .iter()
+                .filter(|e| b_members.contains(e) || left.contains(&(**e, a.id)))
+                .count();
             let majority = 2 * kept > a_members.len();
             let follows = b.prev.contains(&a.id);
             if majority && follows {

@@ -28,7 +28,8 @@
 //! `at` is nanoseconds on the recorder's clock; `p` is the endpoint `[node, incarnation]`;
 //! `id` is the message id `[sender, seq]`, where a sender numbers its casts 1, 2, 3, … in the
 //! order it makes them. `ev` is one of `view`, `cast`, `deliver`, `crash` (the process died
-//! here) and `exit` (it left the group, or learnt it was excluded, and stopped). Lines of one
+//! here), `leave` (the application asked to leave) and `exit` (it left the group, or learnt
+//! it was excluded, and stopped). Lines of one
 //! process appear in the order of its events; lines of different processes may interleave in
 //! any way, and several files (one per process) may be read as one history. Readers reject a
 //! header whose version they do not know, and lines they cannot parse, with the line number.
@@ -86,6 +87,9 @@ pub enum Event {
     Crash,
     /// The process left the group, or learnt that it was excluded, and stopped.
     Exit,
+    /// The application asked to leave the group (it exits once a view change removes it, and
+    /// takes part in that change: it counts toward the majority that makes the next view).
+    Leave,
 }
 
 /// What a run promises, and so what the checker verifies beyond the properties every run

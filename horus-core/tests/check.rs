@@ -490,6 +490,36 @@ fn primary_view_without_a_majority_breaks_primary_component() {
 }
 
 #[test]
+fn a_member_that_left_counts_toward_the_majority_of_the_next_primary_view() {
+    let (a, b, c) = (p(0), p(1), p(2));
+    let v0 = view(0, &[a, b, c], &[]);
+    let v1 = view(1, &[a], &[&v0]);
+    let primary = Promises { membership: Membership::Primary, liveness: None };
+    // c crashed and b left: a goes on alone, b having taken part in the change.
+    let left = H::new()
+        .install(&[a, b, c], &v0)
+        .crash(c)
+        .record(b, Event::Leave)
+        .view(a, &v1)
+        .record(b, Event::Exit)
+        .build();
+    assert_ok(&check(&left, &primary));
+    // It counts for the view it left only.
+    let v1c = view(1, &[a, c], &[&v0]);
+    let v2 = view(2, &[a], &[&v1c]);
+    let later = H::new()
+        .install(&[a, b, c], &v0)
+        .record(b, Event::Leave)
+        .install(&[a, c], &v1c)
+        .record(b, Event::Exit)
+        .crash(c)
+        .view(a, &v2)
+        .build();
+    let vs = only(&check(&later, &primary), Property::PrimaryComponent);
+    assert_eq!(vs[0].views, [v1c.id, v2.id]);
+}
+
+#[test]
 fn primary_view_not_made_from_the_one_before_breaks_primary_component() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);

@@ -729,6 +729,9 @@ impl<'a> Sim<'a> {
                 let now = self.now;
                 if let Some(stack) = self.procs[node].stack.as_mut() {
                     stack.down(now, Down::Leave);
+                    let me = self.procs[node].endpoint;
+                    self.history.record(now, me, Event::Leave);
+                    trace!(self, me, "leave");
                 }
                 self.pump(node);
             }
