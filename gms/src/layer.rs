@@ -14,23 +14,46 @@
 //!    and asks the application to block (`Up::Block`).
 //! 2. Once the application answers `BlockOk`, the member sends `Down::Block` through the stack;
 //!    behind the reflected `Up::BlockOk` comes its row (`Up::Received`: the casts of each rank
-//!    it has received), which it reports in `FlushOk { failed, row }`. Its row of a failed
-//!    sender no longer grows, since the reliable layers refuse a failed member's new casts.
+//!    it has received), which it reports in `FlushOk { failed, row, prepared }`. Its row of a
+//!    failed sender no longer grows, since the reliable layers refuse a failed member's new
+//!    casts.
 //! 3. With a `FlushOk` from every survivor for the same failed set, the coordinator fixes the
-//!    cut, the largest row of each rank, and sends `Cut { failed, cut }`.
-//! 4. A member passes `Down::Cut`, lets the reliable layers fetch what it lacks from the
-//!    survivors, then `Down::Flush`: the reflected `Up::Flush` drains the ordering layers bottom
-//!    up, the same way at every survivor, and the member reports `Flushed`.
-//! 5. With `Flushed` from every survivor, the coordinator names the next view (the survivors in
-//!    rank order, ltime one more, itself as coordinator) and sends `Install { view }`; each
-//!    member names it up (`Up::View`) and builds a stack for it. No member leaves the view
-//!    before every survivor holds the cut: until then they may need each other's
+//!    cut, the largest row of each rank, names the next view (the survivors in rank order, then
+//!    the joiners; ltime one more, itself as coordinator) and sends `Cut { failed, cut, view,
+//!    wait }`.
+//! 4. A member passes `Down::Cut` and lets the reliable layers fetch what it lacks from the
+//!    survivors. If some row fell short of the cut (`wait`), it reports `HaveCut` and waits for
+//!    the coordinator's `Go`, sent once every survivor holds the cut: nobody delivers at the
+//!    flush what another survivor could still fail to fetch, should the first one crash (the
+//!    uniform delivery of safe casts rests on it). Then `Down::Flush`: the reflected `Up::Flush`
+//!    drains the ordering layers bottom up, the same way at every survivor, and the member
+//!    holds the view *prepared* and reports `Prepared`.
+//! 5. With `Prepared` from every survivor, the coordinator sends `Commit`, and each member
+//!    names the prepared view up (`Up::View`) and builds a stack for it. No member leaves the
+//!    view before every survivor holds the cut: until then they may need each other's
 //!    retransmissions, which only the old view's stacks can give.
 //!
-//! A member that leaves (`Down::Leave`) is removed the same way, without waiting for a
-//! suspicion: it tells the coordinator (the next rank, if it is the coordinator) that it is to
-//! be suspected, and the change that follows excludes it, which it learns from `Fail` (and
-//! answers with `Up::Exit`).
+//! Prepare and commit make one view per ltime under a change of coordinator. A view is
+//! committed only once every survivor has prepared it, and every member reports the view it
+//! prepared in its `FlushOk`; a coordinator that takes over adopts a prepared view it hears of
+//! (only a view of its own that it never committed may be replaced), so a view that members
+//! which no longer answer may have installed is the view everybody else installs too
+//! (Paxos's rule: a later ballot takes the value an earlier one may have chosen). Without it, a
+//! coordinator that failed after some members installed its view would leave a successor to
+//! install a second view of the same ltime.
+//!
+//! A member that leaves (`Down::Leave`) is removed without waiting for a suspicion: it asks
+//! the coordinator (`Leave`), which starts a change whose view is without it. The leaver takes
+//! part in that change like any survivor (it reports, flushes and prepares, its `FlushOk` says
+//! it is leaving, so a coordinator that takes over knows too), and so counts toward the
+//! majority: in a group of three, one member leaving and one crashing leave a primary view. A
+//! leaving coordinator runs the change itself. The leaver learns it is out from the committed
+//! view, which does not hold it.
+//!
+//! Suspicions: the coordinator acts on its own at once, but on one another member reports only
+//! once it suspects the member too, or a majority of the view reports it: a member that cannot
+//! hear another over a one-way link must not have it removed alone. A member that suspects the
+//! coordinator tells the next in rank, and proposes itself once every lower rank is suspected.
 //!
 //! A process asking to join (`Down::Join`, from the member's discovery) is admitted by the
 //! coordinator in the same way: a change with no failure, whose view lists the joiners last.
@@ -41,8 +64,9 @@
 //! coordinator left with a minority does not install.
 //!
 //! Headers, on point-to-point sends only (casts pass untouched): `Pass` on the application's
-//! sends; `Fail`, `FlushOk`, `Suspicion`, `Install`. No parameters, no timers: suspicion and
-//! retransmission are the layers' below.
+//! sends; `Fail`, `FlushOk`, `Suspicion`, `Missed`, `Leave`, `Cut`, `HaveCut`, `Go`,
+//! `Prepared`, `Commit`. No
+//! parameters, no timers: suspicion and retransmission are the layers' below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -74,16 +98,28 @@ enum Header {
     Pass,
     /// Coordinator to survivors: these have failed; block, and report.
     Fail { failed: Vec<Rank> },
-    /// Member to coordinator: blocked, and this is my row, after `failed` failed.
-    FlushOk { failed: Vec<Rank>, row: Vec<Seqno> },
+    /// Member to coordinator: blocked, and this is my row, after `failed` failed; and the view
+    /// I have prepared, if a coordinator had me prepare one.
+    /// `leaving`: the member asked to leave, and the next view is to be without it.
+    FlushOk { failed: Vec<Rank>, row: Vec<Seqno>, prepared: Option<View>, leaving: bool },
     /// Member to coordinator: I suspect these.
     Suspicion(Vec<Rank>),
-    /// Coordinator to survivors: deliver exactly the casts up to the cut, then flush.
-    Cut { failed: Vec<Rank>, cut: Vec<Seqno> },
-    /// Member to coordinator: flushed, for this failed set.
-    Flushed { failed: Vec<Rank> },
-    /// Coordinator to survivors: every survivor has flushed; install this view.
-    Install { view: View },
+    /// Member to a coordinator that failed fewer than it did: these failed already (so the
+    /// coordinator proposes them too; if they name it, it is out).
+    Missed(Vec<Rank>),
+    /// Member to coordinator: remove me.
+    Leave,
+    /// Coordinator to survivors: deliver exactly the casts up to the cut, and prepare `view`.
+    /// With `wait`, somebody lacks part of the cut: report `HaveCut` and flush only on `Go`.
+    Cut { failed: Vec<Rank>, cut: Vec<Seqno>, view: View, wait: bool },
+    /// Member to coordinator: I hold every cast of the cut.
+    HaveCut { failed: Vec<Rank> },
+    /// Coordinator to survivors: every survivor holds the cut; flush.
+    Go { failed: Vec<Rank> },
+    /// Member to coordinator: flushed, and the view of the cut prepared.
+    Prepared { failed: Vec<Rank> },
+    /// Coordinator to survivors: every survivor has prepared the view; install it.
+    Commit { failed: Vec<Rank>, view: ViewId },
 }
 
 #[derive(Debug, Default)]
@@ -111,21 +147,69 @@ pub struct Gms {
     app_blocked: bool,
     /// Our latest row, from `stable`.
     row: Option<Vec<Seqno>>,
-    /// Coordinating: the failed set proposed, the rows reported for it, whether the cut was
-    /// sent, who has flushed, whether the view was sent.
-    proposed: Option<BTreeSet<Rank>>,
-    oks: BTreeMap<Rank, Vec<Seqno>>,
-    cut_sent: bool,
-    flushed_by: BTreeSet<Rank>,
-    installed: bool,
+    /// Coordinating: the round under way.
+    round: Option<Round>,
+    /// Coordinating: a view of ours was committed; this view's change is over.
+    committed: bool,
     /// Coordinating: processes asking to join, admitted in the next view.
     joiners: BTreeSet<Endpoint>,
-    /// As member: the cut to reach, whether the flush began and ended.
-    cut: Option<Vec<Seqno>>,
+    /// As member: the cut to reach and the view to prepare with it, from the leader's `Cut`.
+    cut: Option<(Vec<Seqno>, View, bool)>,
+    /// As member: `HaveCut` sent, `Go` received, the flush asked and answered.
+    have_cut: bool,
+    go: bool,
     flushing: bool,
     flushed: bool,
+    /// As member: the view prepared, flushed for; kept across rounds, reported to every later
+    /// leader, installed on `Commit`.
+    prepared: Option<View>,
+    /// The application asked to leave.
+    leaving: bool,
+    /// Coordinating: members that asked to leave; the next view is without them.
+    leavers: BTreeSet<Rank>,
+    /// Suspicions other members reported, by suspected rank: acted on once we suspect the
+    /// member too, or a majority of the view reports it (a member that cannot hear another
+    /// over a one-way link must not have it removed alone).
+    reports: BTreeMap<Rank, BTreeSet<Rank>>,
     done: bool,
     stats: Stats,
+}
+
+/// A coordinator's round: one failed set, its reports, and how far it went.
+#[derive(Debug)]
+struct Round {
+    failed: BTreeSet<Rank>,
+    rows: BTreeMap<Rank, Vec<Seqno>>,
+    /// The view some survivor prepared in an earlier round, which this round must adopt.
+    adopt: Option<View>,
+    /// The view of the cut, once sent.
+    view: Option<View>,
+    have_cut: BTreeSet<Rank>,
+    go_sent: bool,
+    prepared: BTreeSet<Rank>,
+}
+
+impl Round {
+    fn new(failed: BTreeSet<Rank>) -> Self {
+        Round {
+            failed,
+            rows: BTreeMap::new(),
+            adopt: None,
+            view: None,
+            have_cut: BTreeSet::new(),
+            go_sent: false,
+            prepared: BTreeSet::new(),
+        }
+    }
+
+    fn wire(&self) -> Vec<Rank> {
+        self.failed.iter().copied().collect()
+    }
+
+    /// Whether `set` names this round.
+    fn is(&self, set: &[Rank]) -> bool {
+        self.failed.len() == set.len() && set.iter().all(|r| self.failed.contains(r))
+    }
 }
 
 impl Gms {
@@ -139,15 +223,18 @@ impl Gms {
             block_asked: false,
             app_blocked: false,
             row: None,
-            proposed: None,
-            oks: BTreeMap::new(),
-            cut_sent: false,
-            flushed_by: BTreeSet::new(),
-            installed: false,
+            round: None,
+            committed: false,
             joiners: BTreeSet::new(),
             cut: None,
+            have_cut: false,
+            go: false,
             flushing: false,
             flushed: false,
+            prepared: None,
+            leaving: false,
+            leavers: BTreeSet::new(),
+            reports: BTreeMap::new(),
             done: false,
             stats: Stats::default(),
         }
@@ -171,23 +258,70 @@ impl Gms {
         cx.down(Down::Send(to, msg));
     }
 
+    /// Our own suspicions, from the layer below.
     fn on_suspect(&mut self, ranks: &[Rank], cx: &mut Cx<'_>) {
-        let new: Vec<Rank> = ranks
+        let fresh: Vec<Rank> = ranks
             .iter()
             .copied()
-            .filter(|r| *r != self.me && r.index() < self.n() && !self.failed.contains(r))
+            .filter(|r| *r != self.me && r.index() < self.n())
+            .filter(|r| !self.failed.contains(r) && !self.suspected.contains(r))
             .collect();
-        if new.is_empty() || self.done {
+        if fresh.is_empty() || self.done {
+            // Nothing new: passing it on again could bounce between two members forever.
             return;
         }
-        self.suspected.extend(new.iter().copied());
+        self.suspected.extend(fresh);
+        self.act(cx);
+    }
+
+    /// A member's suspicions: acted on once confirmed.
+    fn on_reported(&mut self, from: Rank, ranks: &[Rank], cx: &mut Cx<'_>) {
+        let (n, me) = (self.n(), self.me);
+        for r in ranks.iter().filter(|r| r.index() < n && **r != me) {
+            self.reports.entry(*r).or_default().insert(from);
+        }
+        if self.coordinator() == self.me {
+            self.act(cx);
+        }
+    }
+
+    /// Ranks failed by a round another member follows.
+    fn on_missed(&mut self, ranks: &[Rank], cx: &mut Cx<'_>) {
+        if self.done {
+            return;
+        }
+        if ranks.contains(&self.me) {
+            // That round removes us: we are out of every view it leads to.
+            self.done = true;
+            return cx.up(Up::Exit);
+        }
+        let n = self.n();
+        self.suspected.extend(ranks.iter().filter(|r| r.index() < n));
+        self.act(cx);
+    }
+
+    /// After a suspicion: leave if no majority is reachable; propose if coordinator;
+    /// otherwise tell the coordinator.
+    fn act(&mut self, cx: &mut Cx<'_>) {
+        if self.done {
+            return;
+        }
+        // Suspicions a majority of the view reported count as ours.
+        let n = self.n();
+        let confirmed: Vec<Rank> = self
+            .reports
+            .iter()
+            .filter(|(r, by)| 2 * by.len() > n && !self.failed.contains(r))
+            .map(|(r, _)| *r)
+            .collect();
+        self.suspected.extend(confirmed);
         // Primary partition: a member that can reach no majority of the view cannot go on in
         // any later view; it leaves (and may rejoin as a new incarnation).
-        let reachable = (0..self.n() as u32)
+        let reachable = (0..n as u32)
             .map(Rank)
             .filter(|r| !self.failed.contains(r) && !self.suspected.contains(r))
             .count();
-        if 2 * reachable <= self.n() {
+        if 2 * reachable <= n {
             self.done = true;
             self.stats.minority_exits += 1;
             return cx.up(Up::Exit);
@@ -195,22 +329,25 @@ impl Gms {
         let coord = self.coordinator();
         if coord == self.me {
             let set: BTreeSet<Rank> = self.failed.union(&self.suspected).copied().collect();
-            self.propose(set, cx);
+            if set != self.failed {
+                self.propose(set, cx);
+            }
         } else {
-            self.send(coord, &Header::Suspicion(new), cx);
+            // Everything suspected here: a coordinator that took over from one we told before
+            // learns it too.
+            let all = self.suspected.iter().copied().collect();
+            self.send(coord, &Header::Suspicion(all), cx);
         }
     }
 
     /// As coordinator: ask every survivor to block and report, for this failed set.
     fn propose(&mut self, set: BTreeSet<Rank>, cx: &mut Cx<'_>) {
-        if self.proposed.as_ref() == Some(&set) || self.installed {
+        if self.round.as_ref().is_some_and(|r| r.failed == set) || self.committed {
             return;
         }
-        self.oks.clear();
-        self.cut_sent = false;
-        self.flushed_by.clear();
-        self.proposed = Some(set.clone());
-        let failed: Vec<Rank> = set.iter().copied().collect();
+        let round = Round::new(set);
+        let failed = round.wire();
+        self.round = Some(round);
         let me = self.me;
         // Every other member: survivors block and report; a member in the set that is alive
         // (one leaving, or wrongly suspected) learns it is out and leaves. These go first:
@@ -232,7 +369,7 @@ impl Gms {
             // Another coordinator failed fewer than we did: tell it whom it missed, so that it
             // proposes the union and the two rounds do not wait for each other forever.
             let missed: Vec<Rank> = self.failed.difference(&set).copied().collect();
-            self.send(from, &Header::Suspicion(missed), cx);
+            self.send(from, &Header::Missed(missed), cx);
             return self.stats.refused += 1;
         }
         if !legitimate || !set.is_superset(&self.failed) || self.done {
@@ -247,8 +384,11 @@ impl Gms {
         self.failed = set;
         self.suspected.retain(|r| !self.failed.contains(r));
         self.leader = Some(from);
-        // A new round: report, fetch and flush again for the larger failed set.
+        // A new round: report, fetch and flush again for the larger failed set. What was
+        // prepared stays prepared: the new leader learns it from the report.
         self.cut = None;
+        self.have_cut = false;
+        self.go = false;
         self.flushing = false;
         self.flushed = false;
         if !new.is_empty() {
@@ -267,77 +407,193 @@ impl Gms {
         (0..self.n() as u32).map(Rank).filter(|r| !failed.contains(r)).collect()
     }
 
-    fn on_flush_ok(&mut self, from: Rank, failed: Vec<Rank>, row: Vec<Seqno>, cx: &mut Cx<'_>) {
-        let set: BTreeSet<Rank> = failed.iter().copied().collect();
-        if self.proposed.as_ref() != Some(&set) || row.len() != self.n() || self.cut_sent {
+    /// As coordinator: the round named `failed`, if it is the one under way.
+    fn round_for(&mut self, failed: &[Rank]) -> Option<&mut Round> {
+        self.round.as_mut().filter(|r| r.is(failed))
+    }
+
+    /// A member asks to be removed: as coordinator, by a view change without it (a flush in
+    /// which it takes part, so it counts toward the majority).
+    fn on_leave(&mut self, from: Rank, cx: &mut Cx<'_>) {
+        if self.done || from.index() >= self.n() {
             return;
         }
-        self.oks.insert(from, row);
+        self.leavers.insert(from);
+        let me = self.me;
+        let others = (0..self.n() as u32)
+            .map(Rank)
+            .any(|r| r != me && !self.failed.contains(&r) && !self.suspected.contains(&r));
+        if from == me && !others {
+            // Alone: nobody to tell.
+            self.done = true;
+            return cx.up(Up::Exit);
+        }
+        if self.coordinator() == me && self.round.is_none() && !self.committed {
+            let set = self.failed.clone();
+            self.propose(set, cx);
+        }
+    }
+
+    fn on_flush_ok(
+        &mut self,
+        from: Rank,
+        failed: Vec<Rank>,
+        row: Vec<Seqno>,
+        prepared: Option<View>,
+        cx: &mut Cx<'_>,
+    ) {
+        let (n, me, ltime) = (self.n(), cx.endpoint(), self.view.id.ltime);
+        let Some(round) = self.round_for(&failed) else { return };
+        if row.len() != n || round.view.is_some() {
+            return;
+        }
+        round.rows.insert(from, row);
+        // A view a survivor prepared may have been committed by the leader that proposed it,
+        // and installed by members that no longer answer here: this round must install that
+        // view. Only a view of our own that we never committed may be replaced, by one that
+        // leaves out the members failed since.
+        if let Some(p) = prepared.filter(|p| p.id.ltime == ltime + 1 && p.id.coord != me) {
+            if round.adopt.as_ref().is_none_or(|a| (a.id, &a.members) < (p.id, &p.members)) {
+                round.adopt = Some(p);
+            }
+        }
+        let set = round.failed.clone();
         let survivors = self.survivors(&set);
+        let round = self.round.as_mut().expect("checked above");
         // Primary partition: only a majority of the view goes on.
-        if !survivors.iter().all(|r| self.oks.contains_key(r)) || 2 * survivors.len() <= self.n() {
+        if !survivors.iter().all(|r| round.rows.contains_key(r)) || 2 * survivors.len() <= n {
             return;
         }
-        let mut cut = vec![Seqno(0); self.n()];
-        for row in self.oks.values() {
+        let mut cut = vec![Seqno(0); n];
+        for row in round.rows.values() {
             for (c, s) in cut.iter_mut().zip(row) {
                 *c = (*c).max(*s);
             }
         }
-        self.cut_sent = true;
+        let wait = round.rows.values().any(|row| *row != cut);
+        let adopted = round.adopt.take().filter(|p| {
+            survivors.iter().all(|r| self.view.member(*r).is_some_and(|e| p.contains(e)))
+        });
+        let view = adopted.unwrap_or_else(|| {
+            let mut members: Vec<Endpoint> = survivors
+                .iter()
+                .filter(|r| !self.leavers.contains(r))
+                .filter_map(|r| self.view.member(*r))
+                .collect();
+            // Joiners come last, the oldest members keeping the lowest ranks.
+            members.extend(self.joiners.iter().filter(|e| !self.view.contains(**e)));
+            View { id: ViewId::new(ltime + 1, me), members, prev: vec![self.view.id] }
+        });
+        let round = self.round.as_mut().expect("checked above");
+        round.view = Some(view.clone());
+        let failed = round.wire();
         for r in survivors {
-            self.send(r, &Header::Cut { failed: failed.clone(), cut: cut.clone() }, cx);
+            let hdr =
+                Header::Cut { failed: failed.clone(), cut: cut.clone(), view: view.clone(), wait };
+            self.send(r, &hdr, cx);
         }
     }
 
-    fn on_cut(&mut self, from: Rank, failed: Vec<Rank>, cut: Vec<Seqno>, cx: &mut Cx<'_>) {
+    fn on_cut(
+        &mut self,
+        from: Rank,
+        failed: Vec<Rank>,
+        cut: Vec<Seqno>,
+        view: View,
+        wait: bool,
+        cx: &mut Cx<'_>,
+    ) {
         let current = failed.iter().copied().collect::<BTreeSet<_>>() == self.failed;
         if self.leader != Some(from) || !current || cut.len() != self.n() || self.cut.is_some() {
             return self.stats.refused += 1;
         }
-        self.cut = Some(cut.clone());
+        self.cut = Some((cut.clone(), view, wait));
         cx.down(Down::Cut(cut));
         self.check_cut(cx);
     }
 
-    fn on_flushed(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
-        let set: BTreeSet<Rank> = failed.into_iter().collect();
-        if self.proposed.as_ref() != Some(&set) || !self.cut_sent || self.installed {
+    fn on_have_cut(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
+        let Some(round) = self.round_for(&failed) else { return };
+        if round.view.is_none() || round.go_sent {
             return;
         }
-        self.flushed_by.insert(from);
-        let survivors = self.survivors(&set);
-        if !survivors.iter().all(|r| self.flushed_by.contains(r)) {
-            return;
-        }
-        let mut members: Vec<Endpoint> =
-            survivors.iter().filter_map(|r| self.view.member(*r)).collect();
-        // Joiners come last, the oldest members keeping the lowest ranks.
-        members.extend(self.joiners.iter().filter(|e| !self.view.contains(**e)));
-        let view = View {
-            id: ViewId::new(self.view.id.ltime + 1, cx.endpoint()),
-            members,
-            prev: vec![self.view.id],
-        };
-        self.installed = true;
+        let Some(survivors) = self.tally(from, |r| &mut r.have_cut) else { return };
+        let round = self.round.as_mut().expect("tallied");
+        round.go_sent = true;
+        let failed = round.wire();
         for r in survivors {
-            self.send(r, &Header::Install { view: view.clone() }, cx);
+            self.send(r, &Header::Go { failed: failed.clone() }, cx);
         }
     }
 
-    fn on_install(&mut self, from: Rank, view: View, cx: &mut Cx<'_>) {
-        if self.leader != Some(from) || !self.flushed || self.done {
+    /// As coordinator: notes `from` in the round's set `pick`; the survivors, once all are in.
+    fn tally(
+        &mut self,
+        from: Rank,
+        pick: impl Fn(&mut Round) -> &mut BTreeSet<Rank>,
+    ) -> Option<Vec<Rank>> {
+        let round = self.round.as_mut()?;
+        pick(round).insert(from);
+        let set = round.failed.clone();
+        let survivors = self.survivors(&set);
+        let round = self.round.as_mut()?;
+        survivors.iter().all(|r| pick(round).contains(r)).then_some(survivors)
+    }
+
+    fn on_go(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
+        let current = failed.iter().copied().collect::<BTreeSet<_>>() == self.failed;
+        if self.leader != Some(from) || !current || !self.have_cut {
+            return self.stats.refused += 1;
+        }
+        self.go = true;
+        self.check_cut(cx);
+    }
+
+    fn on_prepared(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
+        let committed = self.committed;
+        let Some(round) = self.round_for(&failed) else { return };
+        let Some(view) = round.view.as_ref().filter(|_| !committed) else { return };
+        let id = view.id;
+        let Some(survivors) = self.tally(from, |r| &mut r.prepared) else { return };
+        let round = self.round.as_ref().expect("tallied");
+        // Every survivor has flushed and prepared the view: from here on every later round
+        // adopts it, so it is installed wherever it is installed at all.
+        self.committed = true;
+        let failed = round.wire();
+        for r in survivors {
+            self.send(r, &Header::Commit { failed: failed.clone(), view: id }, cx);
+        }
+    }
+
+    fn on_commit(&mut self, from: Rank, view: ViewId, cx: &mut Cx<'_>) {
+        let prepared = self.prepared.as_ref().filter(|p| p.id == view);
+        if self.leader != Some(from) || !self.flushed || self.done || prepared.is_none() {
             return self.stats.refused += 1;
         }
         self.done = true;
         self.stats.view_changes += 1;
-        cx.up(Up::View(Arc::new(view)));
+        cx.up(Up::View(Arc::new(self.prepared.take().expect("checked above"))));
     }
 
-    /// Flushes once every cast of the cut is here.
+    /// Once every cast of the cut is here: tells the leader, if it asked, and flushes once
+    /// allowed.
     fn check_cut(&mut self, cx: &mut Cx<'_>) {
-        let (Some(cut), Some(row)) = (&self.cut, &self.row) else { return };
-        if !self.flushing && row.iter().zip(cut).all(|(r, c)| r >= c) {
+        let (Some((cut, _, wait)), Some(row), Some(leader)) = (&self.cut, &self.row, self.leader)
+        else {
+            return;
+        };
+        if self.flushing || !row.iter().zip(cut).all(|(r, c)| r >= c) {
+            return;
+        }
+        if *wait && !self.have_cut {
+            // Nobody delivers at the flush before every survivor holds the cut: a member that
+            // delivered a safe cast and then failed could otherwise leave the others unable to
+            // fetch it.
+            self.have_cut = true;
+            let failed = self.failed.iter().copied().collect();
+            self.send(leader, &Header::HaveCut { failed }, cx);
+        }
+        if !*wait || self.go {
             self.flushing = true;
             cx.down(Down::Flush);
         }
@@ -351,11 +607,22 @@ impl Layer for Gms {
                 Ok(Header::Pass) => cx.up(Up::Send { from, msg }),
                 _ if from.index() >= self.n() => self.stats.bad_header += 1,
                 Ok(Header::Fail { failed }) => self.on_fail(from, failed, cx),
-                Ok(Header::FlushOk { failed, row }) => self.on_flush_ok(from, failed, row, cx),
-                Ok(Header::Suspicion(ranks)) => self.on_suspect(&ranks, cx),
-                Ok(Header::Cut { failed, cut }) => self.on_cut(from, failed, cut, cx),
-                Ok(Header::Flushed { failed }) => self.on_flushed(from, failed, cx),
-                Ok(Header::Install { view }) => self.on_install(from, view, cx),
+                Ok(Header::FlushOk { failed, row, prepared, leaving }) => {
+                    if leaving {
+                        self.leavers.insert(from);
+                    }
+                    self.on_flush_ok(from, failed, row, prepared, cx)
+                }
+                Ok(Header::Suspicion(ranks)) => self.on_reported(from, &ranks, cx),
+                Ok(Header::Missed(ranks)) => self.on_missed(&ranks, cx),
+                Ok(Header::Leave) => self.on_leave(from, cx),
+                Ok(Header::Cut { failed, cut, view, wait }) => {
+                    self.on_cut(from, failed, cut, view, wait, cx)
+                }
+                Ok(Header::HaveCut { failed }) => self.on_have_cut(from, failed, cx),
+                Ok(Header::Go { failed }) => self.on_go(from, failed, cx),
+                Ok(Header::Prepared { failed }) => self.on_prepared(from, failed, cx),
+                Ok(Header::Commit { failed: _, view }) => self.on_commit(from, view, cx),
                 Err(_) => self.stats.bad_header += 1,
             },
             Up::Suspect(ranks) => {
@@ -371,14 +638,16 @@ impl Layer for Gms {
             Up::BlockOk => {
                 if let (Some(leader), Some(row)) = (self.leader, self.row.clone()) {
                     let failed = self.failed.iter().copied().collect();
-                    self.send(leader, &Header::FlushOk { failed, row }, cx);
+                    let (prepared, leaving) = (self.prepared.clone(), self.leaving);
+                    self.send(leader, &Header::FlushOk { failed, row, prepared, leaving }, cx);
                 }
             }
             Up::Flush => {
                 if let (Some(leader), true) = (self.leader, self.flushing) {
                     self.flushed = true;
+                    self.prepared = self.cut.as_ref().map(|(_, view, _)| view.clone());
                     let failed = self.failed.iter().copied().collect();
-                    self.send(leader, &Header::Flushed { failed }, cx);
+                    self.send(leader, &Header::Prepared { failed }, cx);
                 }
             }
             ev => cx.up(ev),
@@ -392,29 +661,22 @@ impl Layer for Gms {
                 cx.down(Down::Send(to, msg));
             }
             Down::Leave if !self.done => {
-                // Ask the coordinator, or the next in rank if we are it, to remove us.
+                self.leaving = true;
                 let me = self.me;
-                let to = (0..self.n() as u32)
-                    .map(Rank)
-                    .find(|r| *r != me && !self.failed.contains(r) && !self.suspected.contains(r));
-                match to {
-                    Some(to) => self.send(to, &Header::Suspicion(vec![me]), cx),
-                    None => {
-                        // Alone: nobody to tell.
-                        self.done = true;
-                        cx.up(Up::Exit);
-                    }
+                match self.coordinator() {
+                    c if c != me => self.send(c, &Header::Leave, cx),
+                    _ => self.on_leave(me, cx),
                 }
             }
             Down::Join(joiner) => {
                 // The coordinator admits joiners by a view change (a flush with no failure).
                 if !self.done
-                    && !self.installed
+                    && !self.committed
                     && !self.view.contains(joiner)
                     && self.coordinator() == self.me
                 {
                     self.joiners.insert(joiner);
-                    if self.proposed.is_none() {
+                    if self.round.is_none() {
                         let set = self.failed.clone();
                         self.propose(set, cx);
                     }
@@ -492,7 +754,11 @@ mod tests {
         assert_eq!(sent(&mut h), vec![(Rank(0), Header::Suspicion(vec![Rank(3)]))]);
         // Suspecting the coordinator makes the next rank the coordinator... not us yet.
         h.up(Up::Suspect(vec![Rank(0)]));
-        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(0)]))]);
+        // Everything we suspect, so that it learns of rank 3 too.
+        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(0), Rank(3)]))]);
+        // A suspicion we already reported is not sent again.
+        h.up(Up::Suspect(vec![Rank(3)]));
+        assert!(sent(&mut h).is_empty());
         // ... and us, once rank 1 is suspected too: we propose for all three.
         h.up(Up::Suspect(vec![Rank(1)]));
         let fails: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
@@ -512,7 +778,15 @@ mod tests {
         h.up(Up::BlockOk);
         assert_eq!(
             sent(&mut h),
-            vec![(Rank(0), Header::FlushOk { failed: vec![Rank(2)], row: seqnos(&[4, 2, 7]) })]
+            vec![(
+                Rank(0),
+                Header::FlushOk {
+                    failed: vec![Rank(2)],
+                    row: seqnos(&[4, 2, 7]),
+                    prepared: None,
+                    leaving: false
+                }
+            )]
         );
     }
 
@@ -527,26 +801,55 @@ mod tests {
         assert!(matches!(h.take_ups().as_slice(), [Up::Block]));
     }
 
+    fn ok(failed: &[u32], row: &[u64]) -> Header {
+        let failed = failed.iter().map(|&r| Rank(r)).collect();
+        Header::FlushOk { failed, row: seqnos(row), prepared: None, leaving: false }
+    }
+
+    fn ep(n: u64) -> Endpoint {
+        Endpoint::new(n, 0)
+    }
+
     #[test]
-    fn the_cut_is_the_largest_row_and_the_view_waits_for_every_survivor_to_flush() {
+    fn the_cut_is_the_largest_row_and_the_view_is_committed_once_every_survivor_prepared() {
         let mut h = gms(3, 0);
         h.up(Up::Suspect(vec![Rank(1)]));
         h.take_downs();
-        control(&mut h, 0, Header::FlushOk { failed: vec![Rank(1)], row: seqnos(&[3, 5, 1]) });
+        control(&mut h, 0, ok(&[1], &[3, 5, 1]));
         assert!(sent(&mut h).is_empty(), "rank 2 has not reported");
-        control(&mut h, 2, Header::FlushOk { failed: vec![Rank(1)], row: seqnos(&[2, 6, 4]) });
+        control(&mut h, 2, ok(&[1], &[2, 6, 4]));
         let cuts = sent(&mut h);
         assert_eq!(cuts.len(), 2);
-        assert_eq!(cuts[0].1, Header::Cut { failed: vec![Rank(1)], cut: seqnos(&[3, 6, 4]) });
-        control(&mut h, 0, Header::Flushed { failed: vec![Rank(1)] });
-        assert!(sent(&mut h).is_empty(), "rank 2 may still need retransmissions from us");
-        control(&mut h, 2, Header::Flushed { failed: vec![Rank(1)] });
-        let installs = sent(&mut h);
-        assert_eq!(installs.len(), 2);
-        let Header::Install { view } = &installs[0].1 else { panic!("{installs:?}") };
-        assert_eq!(view.members, vec![Endpoint::new(0, 0), Endpoint::new(2, 0)]);
+        let Header::Cut { failed, cut, view, wait } = &cuts[0].1 else { panic!("{cuts:?}") };
+        assert_eq!(
+            (failed.as_slice(), cut.clone(), *wait),
+            ([Rank(1)].as_slice(), seqnos(&[3, 6, 4]), true)
+        );
+        assert_eq!(view.members, vec![ep(0), ep(2)]);
         assert_eq!(view.id.ltime, 1);
         assert_eq!(view.prev.len(), 1);
+        // Both lack part of the cut: nobody flushes before both hold it.
+        control(&mut h, 0, Header::HaveCut { failed: vec![Rank(1)] });
+        assert!(sent(&mut h).is_empty());
+        control(&mut h, 2, Header::HaveCut { failed: vec![Rank(1)] });
+        let gos: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(gos, vec![Header::Go { failed: vec![Rank(1)] }; 2]);
+        control(&mut h, 0, Header::Prepared { failed: vec![Rank(1)] });
+        assert!(sent(&mut h).is_empty(), "rank 2 may still need retransmissions from us");
+        control(&mut h, 2, Header::Prepared { failed: vec![Rank(1)] });
+        let commits: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(commits, vec![Header::Commit { failed: vec![Rank(1)], view: view.id }; 2]);
+    }
+
+    #[test]
+    fn with_equal_rows_the_cut_needs_no_go() {
+        let mut h = gms(3, 0);
+        h.up(Up::Suspect(vec![Rank(1)]));
+        h.take_downs();
+        control(&mut h, 0, ok(&[1], &[3, 5, 1]));
+        control(&mut h, 2, ok(&[1], &[3, 5, 1]));
+        let cuts = sent(&mut h);
+        assert!(matches!(cuts[0].1, Header::Cut { wait: false, .. }), "{cuts:?}");
     }
 
     #[test]
@@ -554,21 +857,13 @@ mod tests {
         let mut h = gms(4, 0);
         h.up(Up::Suspect(vec![Rank(1), Rank(2)]));
         h.take_downs();
-        control(
-            &mut h,
-            0,
-            Header::FlushOk { failed: vec![Rank(1), Rank(2)], row: seqnos(&[0; 4]) },
-        );
-        control(
-            &mut h,
-            3,
-            Header::FlushOk { failed: vec![Rank(1), Rank(2)], row: seqnos(&[0; 4]) },
-        );
+        control(&mut h, 0, ok(&[1, 2], &[0; 4]));
+        control(&mut h, 3, ok(&[1, 2], &[0; 4]));
         assert!(sent(&mut h).is_empty());
     }
 
     #[test]
-    fn a_member_fetches_the_cut_flushes_reports_and_then_installs() {
+    fn a_member_fetches_the_cut_waits_for_go_flushes_prepares_and_installs_on_commit() {
         let mut h = gms(3, 1);
         control(&mut h, 0, Header::Fail { failed: vec![Rank(2)] });
         h.down(Down::BlockOk);
@@ -576,22 +871,110 @@ mod tests {
         h.up(Up::BlockOk);
         h.take_downs();
         h.take_ups();
-        control(&mut h, 0, Header::Cut { failed: vec![Rank(2)], cut: seqnos(&[2, 1, 1]) });
+        let view = View {
+            id: ViewId::new(1, ep(0)),
+            members: vec![ep(0), ep(1)],
+            prev: vec![ViewId::new(0, ep(0))],
+        };
+        let cut = Header::Cut {
+            failed: vec![Rank(2)],
+            cut: seqnos(&[2, 1, 1]),
+            view: view.clone(),
+            wait: true,
+        };
+        control(&mut h, 0, cut);
         let downs = h.take_downs();
         assert!(matches!(downs.as_slice(), [Down::Cut(_)]), "{downs:?}");
         h.up(Up::Received(seqnos(&[2, 1, 0])));
         assert!(h.take_downs().is_empty(), "rank 2's cast is still missing");
         h.up(Up::Received(seqnos(&[2, 1, 1])));
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::HaveCut { failed: vec![Rank(2)] })]);
+        control(&mut h, 0, Header::Go { failed: vec![Rank(2)] });
         assert!(matches!(h.take_downs().as_slice(), [Down::Flush]));
         h.up(Up::Flush);
-        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Flushed { failed: vec![Rank(2)] })]);
-        assert!(h.take_ups().is_empty(), "no view before every survivor has flushed");
-        let view = View::initial(vec![Endpoint::new(0, 0), Endpoint::new(1, 0)]);
-        control(&mut h, 0, Header::Install { view: view.clone() });
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Prepared { failed: vec![Rank(2)] })]);
+        assert!(h.take_ups().is_empty(), "no view before every survivor has prepared");
+        // A commit of another view is refused.
+        let other = ViewId::new(1, ep(1));
+        control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: other });
+        assert!(h.take_ups().is_empty());
+        control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: view.id });
         match h.take_ups().as_slice() {
             [Up::View(v)] => assert_eq!(**v, view),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn ranks(v: &[u32]) -> Vec<Rank> {
+        v.iter().map(|&r| Rank(r)).collect()
+    }
+
+    #[test]
+    fn a_coordinator_that_takes_over_adopts_a_view_its_predecessor_had_prepared() {
+        // Rank 0 removed rank 4, had ranks 1 to 3 prepare {0, 1, 2, 3}, and crashed.
+        let mut h = gms(5, 1);
+        let theirs = View {
+            id: ViewId::new(1, ep(0)),
+            members: vec![ep(0), ep(1), ep(2), ep(3)],
+            prev: vec![ViewId::new(0, ep(0))],
+        };
+        control(&mut h, 0, Header::Fail { failed: ranks(&[4]) });
+        h.down(Down::BlockOk);
+        h.up(Up::Received(seqnos(&[0; 5])));
+        h.up(Up::BlockOk);
+        let view = theirs.clone();
+        control(
+            &mut h,
+            0,
+            Header::Cut { failed: ranks(&[4]), cut: seqnos(&[0; 5]), view, wait: false },
+        );
+        h.up(Up::Flush);
+        h.take_downs();
+        // Rank 0 is suspected: rank 1 leads, and reports the prepared view to itself.
+        h.up(Up::Suspect(vec![Rank(0)]));
+        h.take_downs();
+        h.up(Up::BlockOk);
+        let reports = sent(&mut h);
+        let Some((_, own @ Header::FlushOk { prepared: Some(p), .. })) = reports.last() else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(*p, theirs);
+        control(&mut h, 1, own.clone());
+        control(&mut h, 2, own.clone());
+        // Rank 3 never got the cut: it prepared nothing, and the view is adopted all the same.
+        control(&mut h, 3, ok(&[0, 4], &[0; 5]));
+        let cuts = sent(&mut h);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        assert_eq!(*view, theirs, "the view the crashed coordinator may have committed");
+    }
+
+    #[test]
+    fn a_coordinator_replaces_a_view_of_its_own_it_never_committed() {
+        let mut h = gms(5, 0);
+        h.up(Up::Suspect(vec![Rank(4)]));
+        h.take_downs();
+        for r in [0, 1, 2, 3] {
+            control(&mut h, r, ok(&[4], &[0; 5]));
+        }
+        let cuts = sent(&mut h);
+        let Header::Cut { view: mine, .. } = cuts[0].1.clone() else { panic!("{cuts:?}") };
+        // Rank 3 fails before preparing: a new round, whose reports carry our own view.
+        h.up(Up::Suspect(vec![Rank(3)]));
+        h.take_downs();
+        let prepared = Some(mine.clone());
+        for r in [0, 1, 2] {
+            let failed = ranks(&[3, 4]);
+            let hdr = Header::FlushOk {
+                failed,
+                row: seqnos(&[0; 5]),
+                prepared: prepared.clone(),
+                leaving: false,
+            };
+            control(&mut h, r, hdr);
+        }
+        let cuts = sent(&mut h);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        assert_eq!(view.members, vec![ep(0), ep(1), ep(2)]);
     }
 
     #[test]
@@ -617,19 +1000,76 @@ mod tests {
     }
 
     #[test]
-    fn a_leaving_member_asks_the_coordinator_to_remove_it() {
+    fn a_leaving_member_takes_part_in_the_change_that_removes_it() {
         let mut h = gms(3, 2);
         h.down(Down::Leave);
-        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Suspicion(vec![Rank(2)]))]);
-        // A leaving coordinator asks the next in rank.
-        let mut h = gms(3, 0);
-        h.down(Down::Leave);
-        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(0)]))]);
-        // ... which proposes to remove it, telling it too.
-        let mut next = gms(3, 1);
-        control(&mut next, 0, Header::Suspicion(vec![Rank(0)]));
-        let to: Vec<Rank> = sent(&mut next).into_iter().map(|(r, _)| r).collect();
-        assert_eq!(to, vec![Rank(0), Rank(2)]);
+        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Leave)]);
+        // The coordinator starts a change, in which the leaver reports as usual...
+        let mut c = gms(3, 0);
+        control(&mut c, 2, Header::Leave);
+        let to: Vec<Rank> = sent(&mut c).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(to, vec![Rank(1), Rank(2)]);
+        for r in [0, 1] {
+            control(&mut c, r, ok(&[], &[0; 3]));
+        }
+        let leaving =
+            Header::FlushOk { failed: vec![], row: seqnos(&[0; 3]), prepared: None, leaving: true };
+        control(&mut c, 2, leaving);
+        // ... and the view is without it.
+        let cuts = sent(&mut c);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        assert_eq!(view.members, vec![ep(0), ep(1)]);
+    }
+
+    #[test]
+    fn a_leaver_counts_toward_the_majority() {
+        // Of three, rank 1 crashed and rank 2 leaves: ranks 0 and 2 are a majority.
+        let mut c = gms(3, 0);
+        control(&mut c, 2, Header::Leave);
+        c.up(Up::Suspect(vec![Rank(1)]));
+        c.take_downs();
+        control(&mut c, 0, ok(&[1], &[0; 3]));
+        let leaving = Header::FlushOk {
+            failed: vec![Rank(1)],
+            row: seqnos(&[0; 3]),
+            prepared: None,
+            leaving: true,
+        };
+        control(&mut c, 2, leaving);
+        let cuts = sent(&mut c);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        assert_eq!(view.members, vec![ep(0)]);
+    }
+
+    #[test]
+    fn a_leaving_coordinator_runs_the_change_that_removes_it() {
+        let mut c = gms(3, 0);
+        c.down(Down::Leave);
+        let fails: Vec<Header> = sent(&mut c).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(fails, vec![Header::Fail { failed: vec![] }; 2]);
+        // Alone, a member just leaves.
+        let mut alone = gms(1, 0);
+        alone.down(Down::Leave);
+        assert!(matches!(alone.take_ups().as_slice(), [Up::Exit]));
+    }
+
+    #[test]
+    fn the_coordinator_acts_on_a_reported_suspicion_once_confirmed() {
+        let mut c = gms(5, 0);
+        // Rank 3 alone cannot hear rank 4 (a one-way link): nothing happens.
+        control(&mut c, 3, Header::Suspicion(vec![Rank(4)]));
+        assert!(sent(&mut c).is_empty());
+        // Once we suspect rank 4 too, we propose.
+        c.up(Up::Suspect(vec![Rank(4)]));
+        assert_eq!(sent(&mut c).len(), 4);
+        // Or once a majority of the view reports it.
+        let mut c = gms(5, 0);
+        for r in [1, 2, 3] {
+            assert!(sent(&mut c).is_empty());
+            control(&mut c, r, Header::Suspicion(vec![Rank(4)]));
+        }
+        let fails: Vec<Header> = sent(&mut c).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(4)] }; 4]);
     }
 
     #[test]
@@ -640,7 +1080,17 @@ mod tests {
         h.take_ups();
         // Rank 1 leads a round that failed rank 0 only.
         control(&mut h, 1, Header::Fail { failed: vec![Rank(0)] });
-        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Suspicion(vec![Rank(4)]))]);
+        assert_eq!(sent(&mut h), vec![(Rank(1), Header::Missed(vec![Rank(4)]))]);
+        // Rank 1 proposes the union at once; told that it was failed itself, it leaves.
+        let mut one = gms(5, 1);
+        one.up(Up::Suspect(vec![Rank(0)]));
+        one.take_downs();
+        control(&mut one, 3, Header::Missed(vec![Rank(4)]));
+        let fails: Vec<Header> = sent(&mut one).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(0), Rank(4)] }; 4]);
+        one.take_ups();
+        control(&mut one, 3, Header::Missed(vec![Rank(1)]));
+        assert!(matches!(one.take_ups().as_slice(), [Up::Exit]));
     }
 
     #[test]

@@ -94,7 +94,8 @@ fn every_fault_at_once_crashes_rejoins_leaves_pauses_partitions_and_one_way_link
 fn a_leaving_member_is_removed_without_waiting_for_suspicion() {
     let plan = horus::processes(horus::registry().plan("vsync").unwrap());
     // Node 2 leaves at 500ms; the suspicion timeout (300ms) would install the next view after
-    // 800ms at the earliest.
+    // 800ms at the earliest. The change itself takes a few round trips, each of which may wait
+    // for a retransmission under 5% loss.
     let config = SimConfig { script: vec![(Time::from_millis(500), Fault::Leave(2))], ..config() };
     let failures = run_seeds(&*plan, &config, 800..800 + seeds(20), |out| {
         for (e, p) in &out.history.procs {
@@ -108,7 +109,7 @@ fn a_leaving_member_is_removed_without_waiting_for_suspicion() {
                 .nth(1);
             let at = second_view.map(|(t, _)| *t).unwrap_or(Time::MAX);
             assert!(
-                at < Time::from_millis(600),
+                at < Time::from_millis(750),
                 "seed {}: {e} installed the next view at {at}",
                 out.seed
             );

@@ -55,10 +55,10 @@ fn seed_47_paused_coordinator_installs_a_concurrent_view() {
 /// `horus sim --stack vsync --loss 0.2 --dup 0.05 --reorder 0.3 --crashes --joins --leaves
 /// --pauses --partitions --oneway --msgs 40 --sends 10`, seed 128: the coordinator, finishing
 /// a round that admits a joiner, asks to leave; its successor takes over, and the old
-/// coordinator and the joiner install a second view of the same ltime. Needs a commit phase so
-/// that a takeover coordinator learns of a proposal its predecessor may have committed.
+/// coordinator and the joiner install a second view of the same ltime (fixed: a view is
+/// prepared by every survivor before it is committed, and a coordinator that takes over adopts
+/// a prepared view).
 #[test]
-#[ignore = "open: one view per ltime under coordinator takeover needs a commit phase (#6)"]
 fn seed_128_a_leaving_coordinator_installs_a_concurrent_view() {
     let config = SimConfig {
         nodes: 5,
