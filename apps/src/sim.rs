@@ -83,6 +83,12 @@ pub struct SimArgs {
     /// Message sizes, `N` or `MIN..MAX` (drawn log-uniformly), e.g. `1..1M`.
     #[arg(long, default_value = "1..1k", value_parser = parse_sizes)]
     size: (usize, usize),
+    /// Size of the application's state given to joiners (beyond its 8-byte digest), e.g. `64M`.
+    #[arg(long, default_value = "1k", value_parser = parse_size_arg)]
+    state_size: usize,
+    /// Joiners are not given the state (with a membership stack, they are by default).
+    #[arg(long)]
+    no_state_transfer: bool,
     /// Service levels to cast at, comma-separated; default: every level the stack offers.
     #[arg(long, value_delimiter = ',')]
     levels: Vec<Level>,
@@ -140,6 +146,10 @@ fn parse_crash(s: &str) -> Result<(usize, Duration), String> {
     Ok((n, parse_dur(t)?))
 }
 
+fn parse_size_arg(s: &str) -> Result<usize, String> {
+    parse_size(s).ok_or_else(|| format!("`{s}` is not a size (e.g. 0, 64k, 64M)"))
+}
+
 fn parse_sizes(s: &str) -> Result<(usize, usize), String> {
     let size =
         |v: &str| parse_size(v).ok_or_else(|| format!("`{v}` is not a size (e.g. 100, 64k, 1M)"));
@@ -190,6 +200,7 @@ impl SimArgs {
                 max_size: self.size.1,
                 levels: self.levels.clone(),
                 sends: self.sends,
+                state_size: self.state_size,
                 ..Traffic::default()
             },
             trace: self.trace,
@@ -221,6 +232,7 @@ impl SimArgs {
             format!("{}us", d.jitter.as_micros()),
         );
         opt("msgs", self.msgs.to_string(), d.msgs.to_string());
+        opt("state-size", self.state_size.to_string(), d.state_size.to_string());
         opt("sends", self.sends.to_string(), d.sends.to_string());
         opt(
             "size",
@@ -254,6 +266,7 @@ impl SimArgs {
             ("oneway", self.oneway),
             ("leaves", self.leaves),
             ("joins", self.joins),
+            ("no-state-transfer", self.no_state_transfer),
         ] {
             if on {
                 let _ = write!(cmd, " --{flag}");
@@ -282,6 +295,11 @@ struct SeedResult {
 pub fn run(args: SimArgs) -> ExitCode {
     let registry = horus::registry();
     let plan = match registry.plan(&args.stack) {
+        // A membership stack gives joiners the state unless told not to.
+        Ok(p) if p.gives().contains(horus::core::Props::MEMBERSHIP) => {
+            Box::new(horus::gms::GroupPlan::new(p).with_state_transfer(!args.no_state_transfer))
+                as Box<dyn Processes>
+        }
         Ok(p) => horus::processes(p),
         Err(e) => {
             eprintln!("error: {e}");

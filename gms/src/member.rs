@@ -17,8 +17,23 @@
 //! for [`JOIN_ATTEMPTS`] requests forms it alone (a singleton view); any other keeps asking, for
 //! under the primary-partition policy a group formed apart from a running one would be a second
 //! primary. A welcome that is lost is sent again when the joiner asks again.
+//!
+//! State transfer ([`Member::with_state_transfer`], off by default; the protocol is in
+//! [`state`](crate::state)): the welcome also names the *old members* of the view, those that
+//! were in the view before. An old member that installs a view with joiners passes
+//! `Up::Snapshot` right after `Up::View`, and keeps the application's `Down::Snapshot` for the
+//! joiners. A joiner passes `Up::View`, then holds every later up event (deliveries, later
+//! views, snapshots asked of it) while it pulls the state, then passes `Up::State` and what it
+//! held, in order. Two events are not held: `Up::Block`, which asks the application only to
+//! stop sending, so that a view change (one removing the state's sender, say) is never stuck
+//! behind the transfer; and `Up::Exit`, which drops what was held. What is held is not
+//! bounded here: it is what the group delivers while the state streams.
+//!
+//! Point-to-point messages carry one tag byte in front, under the application's: `0` for the
+//! application's sends (the byte is popped before `Up::Send` reaches it), `1` for the member's
+//! own state transfer messages.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +45,8 @@ use horus_core::{
     Transmit, Up, View, ViewId,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::state::{Answer, Outcome, Pull, PullStats, Snapshots, Wire, TAG_APP, TAG_STATE};
 
 /// Datagrams held for views not yet installed.
 pub const FUTURE: usize = 4096;
@@ -48,8 +65,22 @@ pub const JOIN_ATTEMPTS: u32 = 10;
 enum Outside {
     /// "Let me in."
     Join,
-    /// "You are in: this is the view."
-    Welcome(View),
+    /// "You are in: this is the view, and these of its members were in the view before it"
+    /// (they hold the state, for state transfer).
+    Welcome { view: View, olds: Vec<Endpoint> },
+}
+
+/// Counts of state transfer, both sides.
+#[derive(Debug, Default)]
+struct StateStats {
+    /// Tags and state messages that did not decode, asks out of range, snapshots given
+    /// unasked: dropped.
+    bad: u64,
+    chunks_sent: u64,
+    lacks_sent: u64,
+    /// Joins whose state could not be had from any old member.
+    lost: u64,
+    completed: u64,
 }
 
 /// One member of a group, across its views.
@@ -79,6 +110,21 @@ pub struct Member {
     leaving: bool,
     views: u64,
     future_dropped: u64,
+    /// Whether joiners are given the state.
+    state_transfer: bool,
+    /// The members of the current view that were in the view before (all, in a first view).
+    olds: Vec<Endpoint>,
+    /// As an old member: snapshots for joiners.
+    snapshots: Snapshots,
+    /// As a joiner: the state being pulled; while it is, up events are held.
+    pull: Option<Pull>,
+    /// The counts of the last pull that completed.
+    pull_stats: PullStats,
+    /// The last state pulled, and its old members: `Done` is said again in the next view, in
+    /// case the view ended before it arrived.
+    done: Option<(ViewId, Vec<Endpoint>)>,
+    held: VecDeque<Up>,
+    state: StateStats,
 }
 
 impl Member {
@@ -96,8 +142,17 @@ impl Member {
         let stack = plan.build(vs, rng.fork(), now)?;
         let mut m = Member::empty(plan, group, endpoint, rng, now);
         m.stack = Some(stack);
+        m.olds = view.members.clone();
         m.views = 1;
         Ok(m)
+    }
+
+    /// Turns state transfer on or off (off by default): with it, joiners are given the
+    /// application's state as of the view they join in, before anything of that view is
+    /// delivered to them (see the [module documentation](self)).
+    pub fn with_state_transfer(mut self, on: bool) -> Self {
+        self.state_transfer = on;
+        self
     }
 
     /// A process that asks to join the group; if `may_found` and nobody answers, it forms the
@@ -145,6 +200,125 @@ impl Member {
             leaving: false,
             views: 0,
             future_dropped: 0,
+            state_transfer: false,
+            olds: Vec::new(),
+            snapshots: Snapshots::default(),
+            pull: None,
+            pull_stats: PullStats::default(),
+            done: None,
+            held: VecDeque::new(),
+            state: StateStats::default(),
+        }
+    }
+
+    /// Passes an up event to the application, or holds it while the state is pulled.
+    fn emit(&mut self, ev: Up) {
+        match ev {
+            Up::Exit => {
+                self.exited = true;
+                self.held.clear();
+                self.up.push_back(Up::Exit);
+            }
+            Up::Block => self.up.push_back(Up::Block),
+            ev if self.pull.is_some() => self.held.push_back(ev),
+            ev => self.up.push_back(ev),
+        }
+    }
+
+    /// Sends a state transfer message to `to`, if it is in the current view.
+    fn send_state(&mut self, to: Endpoint, wire: &Wire, payload: Bytes) {
+        let now = self.now;
+        let Some(stack) = self.stack.as_mut() else { return };
+        let Some(rank) = stack.view().rank_of(to) else { return };
+        let mut msg = Message::new(payload);
+        msg.push(wire);
+        msg.push(&TAG_STATE);
+        stack.down(now, Down::Send(rank, msg));
+    }
+
+    /// A point-to-point message from the member at `from`: the application's, or ours.
+    fn on_send(&mut self, from: horus_core::Rank, mut msg: Message) {
+        let sender = self.stack.as_ref().and_then(|s| s.view().member(from));
+        match (msg.pop::<u8>(), sender) {
+            (Ok(TAG_APP), _) => self.emit(Up::Send { from, msg }),
+            (Ok(TAG_STATE), Some(sender)) => match msg.pop::<Wire>() {
+                Ok(wire) => self.on_wire(sender, wire, msg.into_payload()),
+                Err(_) => self.state.bad += 1,
+            },
+            _ => self.state.bad += 1,
+        }
+    }
+
+    fn on_wire(&mut self, from: Endpoint, wire: Wire, payload: Bytes) {
+        match wire {
+            Wire::Ask { view, offset } => {
+                let answer = self.snapshots.on_ask(from, view, offset);
+                self.answer(from, answer);
+            }
+            Wire::Done { view } => self.snapshots.on_done(from, view),
+            Wire::Chunk { view, offset, total } => {
+                let mut out = Vec::new();
+                let now = self.now;
+                let Some(pull) = self.pull.as_mut() else { return };
+                let outcome = pull.on_chunk(view, offset, total, &payload, now, &mut out);
+                self.pulled(outcome, out);
+            }
+            Wire::Lack { view } => {
+                let mut out = Vec::new();
+                let now = self.now;
+                let (Some(pull), Some(stack)) = (self.pull.as_mut(), self.stack.as_ref()) else {
+                    return;
+                };
+                let outcome = pull.on_lack(from, view, stack.view(), now, &mut out);
+                self.pulled(outcome, out);
+            }
+        }
+    }
+
+    fn answer(&mut self, to: Endpoint, answer: Answer) {
+        match answer {
+            Answer::Chunk { view, offset, total, bytes } => {
+                self.state.chunks_sent += 1;
+                self.send_state(to, &Wire::Chunk { view, offset, total }, bytes);
+            }
+            Answer::Lack { view } => {
+                self.state.lacks_sent += 1;
+                self.send_state(to, &Wire::Lack { view }, Bytes::new());
+            }
+            Answer::Later => {}
+            Answer::Refused => self.state.bad += 1,
+        }
+    }
+
+    /// Tells the old members of `view` that the state is here, so they drop their snapshots.
+    fn say_done(&mut self, view: ViewId, olds: &[Endpoint]) {
+        for &old in olds {
+            self.send_state(old, &Wire::Done { view }, Bytes::new());
+        }
+    }
+
+    /// Sends the pull's asks; on completion passes the state and what was held; on loss, stops.
+    fn pulled(&mut self, outcome: Outcome, asks: Vec<(Endpoint, Wire)>) {
+        for (to, wire) in asks {
+            self.send_state(to, &wire, Bytes::new());
+        }
+        match outcome {
+            Outcome::Pulling => {}
+            Outcome::Complete(state) => {
+                let Some(pull) = self.pull.take() else { return };
+                self.state.completed += 1;
+                self.up.push_back(Up::State(state));
+                self.up.extend(self.held.drain(..));
+                self.say_done(pull.view(), pull.olds());
+                self.done = Some((pull.view(), pull.olds().to_vec()));
+                self.pull_stats = pull.stats;
+            }
+            Outcome::Lost => {
+                // No member that has the state is left: this process cannot be a member.
+                self.state.lost += 1;
+                self.pull = None;
+                self.emit(Up::Exit);
+            }
         }
     }
 
@@ -159,17 +333,15 @@ impl Member {
     fn pump(&mut self) {
         while let Some(ev) = self.stack.as_mut().and_then(|s| s.poll_up()) {
             match ev {
-                Up::View(view) => self.install(view),
-                Up::Exit => {
-                    self.exited = true;
-                    self.up.push_back(Up::Exit);
-                }
-                ev => self.up.push_back(ev),
+                Up::View(view) => self.install(view, None),
+                Up::Send { from, msg } => self.on_send(from, msg),
+                ev => self.emit(ev),
             }
         }
     }
 
-    fn install(&mut self, view: Arc<View>) {
+    /// Installs `view`; a joiner's welcome names its old members.
+    fn install(&mut self, view: Arc<View>, welcome_olds: Option<Vec<Endpoint>>) {
         let previous = self.stack.as_ref().map(|s| s.view().clone());
         if let Some(stack) = self.stack.as_mut() {
             // What the old stack still had to send goes first.
@@ -178,22 +350,25 @@ impl Member {
             }
         }
         let Some(vs) = ViewState::new(self.group.clone(), self.endpoint, view.clone()) else {
-            self.exited = true;
-            self.up.push_back(Up::Exit);
-            return;
+            return self.emit(Up::Exit);
         };
         let Ok(stack) = self.plan.build(vs, self.rng.fork(), self.now) else {
             // The plan built for the first view; it cannot fail for a later one.
-            self.exited = true;
-            self.up.push_back(Up::Exit);
-            return;
+            return self.emit(Up::Exit);
         };
         if let Some(old) = self.stack.replace(stack) {
             self.old = Some((old, self.now + LINGER));
         }
-        self.joining = None;
+        let joined = self.joining.take().is_some();
         self.views += 1;
-        self.up.push_back(Up::View(view.clone()));
+        self.olds = match &previous {
+            Some(p) => view.members.iter().copied().filter(|e| p.contains(*e)).collect(),
+            None => welcome_olds.unwrap_or_else(|| view.members.clone()),
+        };
+        self.emit(Up::View(view.clone()));
+        if self.state_transfer {
+            self.state_at_install(&view, previous.as_ref(), joined);
+        }
         if self.leaving {
             // The request may not have been acted on in the view that ended.
             let now = self.now;
@@ -207,7 +382,9 @@ impl Member {
                 view.members.iter().filter(|e| previous.as_ref().is_none_or(|p| !p.contains(**e)))
             {
                 if *e != self.endpoint {
-                    self.send_outside(Dest::Member(*e), &Outside::Welcome((*view).clone()));
+                    let welcome =
+                        Outside::Welcome { view: (*view).clone(), olds: self.olds.clone() };
+                    self.send_outside(Dest::Member(*e), &welcome);
                 }
             }
         }
@@ -236,20 +413,62 @@ impl Member {
                 if view.contains(from) {
                     // Its welcome was lost: the coordinator of its view sends it again.
                     if view.id.coord == self.endpoint {
-                        self.send_outside(Dest::Member(from), &Outside::Welcome(view.clone()));
+                        let welcome =
+                            Outside::Welcome { view: view.clone(), olds: self.olds.clone() };
+                        self.send_outside(Dest::Member(from), &welcome);
                     }
                 } else {
                     stack.down(self.now, Down::Join(from));
                     self.pump();
                 }
             }
-            Ok(Outside::Welcome(view)) => {
+            Ok(Outside::Welcome { view, olds }) => {
                 if self.joining.is_some() && view.contains(self.endpoint) {
-                    self.install(Arc::new(view));
+                    self.install(Arc::new(view), Some(olds));
                 }
             }
             Err(_) => {}
         }
+    }
+
+    /// State transfer at the install of `view`: an old member asks its application for a
+    /// snapshot if `view` has joiners; a joiner starts pulling; a pull under way goes on in it.
+    fn state_at_install(&mut self, view: &View, previous: Option<&View>, joined: bool) {
+        self.snapshots.on_view(view);
+        if let Some((id, olds)) = self.done.take() {
+            self.say_done(id, &olds);
+        }
+        if let Some(p) = previous {
+            let joiners: BTreeSet<Endpoint> =
+                view.members.iter().copied().filter(|e| !p.contains(*e)).collect();
+            if !joiners.is_empty() {
+                self.snapshots.asked(view.id, joiners);
+                self.emit(Up::Snapshot);
+            }
+        } else if joined && self.olds.iter().any(|e| *e != self.endpoint) {
+            self.pull = Some(Pull::new(self.endpoint, view.id, self.olds.clone(), self.now));
+        }
+        let now = self.now;
+        let (Some(pull), Some(stack)) = (self.pull.as_mut(), self.stack.as_ref()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        let outcome = pull.on_view(stack.view(), now, &mut out);
+        self.pulled(outcome, out);
+    }
+
+    /// While pulling: asks the next old member if the source has been silent too long.
+    fn on_pull_timer(&mut self) {
+        let now = self.now;
+        let (Some(pull), Some(stack)) = (self.pull.as_mut(), self.stack.as_ref()) else {
+            return;
+        };
+        if now < pull.due() {
+            return;
+        }
+        let mut out = Vec::new();
+        let outcome = pull.on_timer(stack.view(), now, &mut out);
+        self.pulled(outcome, out);
     }
 
     /// Runs the old stack, if any, dropping what it would deliver; ends it after its deadline.
@@ -274,7 +493,7 @@ impl Member {
         }
         if self.may_found && attempts >= JOIN_ATTEMPTS {
             let alone = self.alone.clone();
-            return self.install(alone);
+            return self.install(alone, None);
         }
         self.joining = Some((attempts + 1, self.now + JOIN_EVERY));
         self.send_outside(Dest::Cast, &Outside::Join);
@@ -298,9 +517,29 @@ impl Node for Member {
             return;
         }
         self.now = self.now.max(now);
-        if matches!(ev, Down::Leave) {
-            self.leaving = true;
-        }
+        let ev = match ev {
+            Down::Leave => {
+                self.leaving = true;
+                Down::Leave
+            }
+            Down::Send(to, mut msg) => {
+                msg.push(&TAG_APP);
+                Down::Send(to, msg)
+            }
+            Down::Snapshot(state) => {
+                match self.snapshots.given(state) {
+                    Some((view, asks)) => {
+                        for (from, offset) in asks {
+                            let answer = self.snapshots.on_ask(from, view, offset);
+                            self.answer(from, answer);
+                        }
+                    }
+                    None => self.state.bad += 1,
+                }
+                return self.pump();
+            }
+            ev => ev,
+        };
         if let Some(stack) = self.stack.as_mut() {
             stack.down(now, ev);
         }
@@ -342,6 +581,7 @@ impl Node for Member {
         }
         self.now = self.now.max(now);
         self.on_join_timer();
+        self.on_pull_timer();
         self.with_old(|old| old.on_timeout(now));
         if let Some(stack) = self.stack.as_mut() {
             stack.on_timeout(now);
@@ -356,7 +596,11 @@ impl Node for Member {
         let old =
             self.old.as_ref().map(|(o, until)| o.poll_timeout().unwrap_or(*until).min(*until));
         let join = self.joining.map(|(_, due)| due);
-        [self.stack.as_ref().and_then(|s| s.poll_timeout()), old, join].into_iter().flatten().min()
+        let pull = self.pull.as_ref().map(|p| p.due());
+        [self.stack.as_ref().and_then(|s| s.poll_timeout()), old, join, pull]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn poll_up(&mut self) -> Option<Up> {
@@ -372,6 +616,25 @@ impl Node for Member {
         c.push(("member", "views", self.views));
         c.push(("member", "future_held", self.future.len() as u64));
         c.push(("member", "future_dropped", self.future_dropped));
+        let pull = self.pull.as_ref().map_or(self.pull_stats, |p| p.stats);
+        let (kept, kept_bytes) = self.snapshots.kept();
+        for (k, v) in [
+            ("state_bad", self.state.bad),
+            ("state_chunks_sent", self.state.chunks_sent),
+            ("state_lacks_sent", self.state.lacks_sent),
+            ("state_lost", self.state.lost),
+            ("state_completed", self.state.completed),
+            ("state_pulling", u64::from(self.pull.is_some())),
+            ("state_held", self.held.len() as u64),
+            ("state_chunks_received", pull.chunks),
+            ("state_stale", pull.stale),
+            ("state_bad_chunks", pull.bad),
+            ("state_failovers", pull.failovers),
+            ("snapshots_kept", kept as u64),
+            ("snapshot_bytes_kept", kept_bytes),
+        ] {
+            c.push(("member", k, v));
+        }
         c
     }
 }

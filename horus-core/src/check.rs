@@ -57,6 +57,15 @@
 //!     bound, each of L installed W by `after + bound`; each of L delivered every message sent
 //!     in W that a process of L delivered or cast (its own casts are self delivery's); a message
 //!     that only crashed processes held is owed to nobody.
+//! 14. [State transfer](Property::StateTransfer): for each view V, every `snapshot` of V (the
+//!     state old members gave V's joiners) has one digest, and every `state` of V (installed by
+//!     a joiner) has that digest too. A process takes a snapshot of V or installs a state of V
+//!     only while in V and before delivering anything there, and installs V's state at most
+//!     once. When the run promises state transfer, a process whose first view names a
+//!     previous view (a joiner) installs its state before delivering anything in it. Where
+//!     `view` events carry digests: processes that move from V to the same V' have one digest
+//!     as they install V' (virtual synchrony, applied to the state), and a snapshot of V has the
+//!     digest its taker had as it installed V.
 //!
 //! # Reports
 //! Deterministic: the same history gives the same report, violations in property order and,
@@ -110,11 +119,12 @@ pub enum Property {
     Uniform,
     PrimaryComponent,
     Liveness,
+    StateTransfer,
 }
 
 impl Property {
     /// Every property, in the order reports list them.
-    pub const ALL: [Property; 13] = [
+    pub const ALL: [Property; 14] = [
         Property::SelfInclusion,
         Property::LocalMonotonicity,
         Property::DeliveryIntegrity,
@@ -128,6 +138,7 @@ impl Property {
         Property::Uniform,
         Property::PrimaryComponent,
         Property::Liveness,
+        Property::StateTransfer,
     ];
 
     /// The property's name as DESIGN.md writes it, lower case.
@@ -146,6 +157,7 @@ impl Property {
             Property::Uniform => "uniform",
             Property::PrimaryComponent => "primary component",
             Property::Liveness => "liveness",
+            Property::StateTransfer => "state transfer",
         }
     }
 }
@@ -279,8 +291,8 @@ impl fmt::Display for Report {
 /// let v = View::initial(vec![p, q]);
 /// let m = MsgId { sender: p, seq: 1 };
 /// let mut h = History::new();
-/// h.record(Time(1), p, Event::View { view: v.clone() });
-/// h.record(Time(1), q, Event::View { view: v });
+/// h.record(Time(1), p, Event::View { view: v.clone(), digest: None });
+/// h.record(Time(1), q, Event::View { view: v, digest: None });
 /// h.record(Time(2), p, Event::Cast { id: m, level: Level::Fifo });
 /// h.record(Time(3), p, Event::Deliver { id: m, from: p, level: Level::Fifo });
 /// h.record(Time(3), q, Event::Deliver { id: m, from: p, level: Level::Fifo });
@@ -312,6 +324,7 @@ pub fn check(history: &History, promises: &Promises) -> Report {
     if let Some(liveness) = &promises.liveness {
         run.liveness(promises.membership, liveness.after, liveness.bound, &mut sink);
     }
+    run.state_transfer(promises.state_transfer, &mut sink);
     // Checks emit in property order except the replay's integrity findings; a stable sort
     // keeps each property's own order.
     sink.violations.sort_by_key(|v| v.property);
@@ -381,6 +394,8 @@ struct Msg {
 struct Seg<'h> {
     view: &'h View,
     at: Time,
+    /// The application's state digest as the process installed the view, if recorded.
+    digest: Option<u64>,
     /// The ordinals of the casts the process made in this view.
     casts: Range<usize>,
     /// Messages first delivered in this view.
@@ -448,10 +463,16 @@ impl<'h> Run<'h> {
             let mut casts = Vec::new();
             for (pos, (at, ev)) in ph.events.iter().enumerate() {
                 match ev {
-                    Event::View { view } => {
+                    Event::View { view, digest } => {
                         views.insert(view.id);
                         let c = casts.len();
-                        segs.push(Seg { view, at: *at, casts: c..c, delivered: HashSet::new() });
+                        segs.push(Seg {
+                            view,
+                            at: *at,
+                            digest: *digest,
+                            casts: c..c,
+                            delivered: HashSet::new(),
+                        });
                     }
                     Event::Cast { id, level } => {
                         stats.casts += 1;
@@ -477,7 +498,11 @@ impl<'h> Run<'h> {
                         }
                     }
                     Event::Deliver { .. } => stats.deliveries += 1,
-                    Event::Crash | Event::Exit | Event::Leave => {}
+                    Event::Snapshot { .. }
+                    | Event::State { .. }
+                    | Event::Crash
+                    | Event::Exit
+                    | Event::Leave => {}
                 }
             }
             procs.push(Proc {
@@ -521,7 +546,12 @@ impl<'h> Run<'h> {
                             first,
                         });
                     }
-                    Event::Cast { .. } | Event::Crash | Event::Exit | Event::Leave => {}
+                    Event::Cast { .. }
+                    | Event::Snapshot { .. }
+                    | Event::State { .. }
+                    | Event::Crash
+                    | Event::Exit
+                    | Event::Leave => {}
                 }
             }
         }
@@ -808,7 +838,12 @@ impl<'h> Run<'h> {
                             }
                             next_delivery[p] += 1;
                         }
-                        Event::View { .. } | Event::Crash | Event::Exit | Event::Leave => {}
+                        Event::View { .. }
+                        | Event::Snapshot { .. }
+                        | Event::State { .. }
+                        | Event::Crash
+                        | Event::Exit
+                        | Event::Leave => {}
                     }
                     cursor[p] += 1;
                 }
@@ -1134,5 +1169,159 @@ impl<'h> Run<'h> {
                 (vec![p.ep], ids, vec![w.id], detail)
             });
         }
+    }
+
+    fn state_transfer(&self, promised: bool, sink: &mut Sink) {
+        // View → the first snapshot of it, by process order: the digest every other snapshot
+        // and every state of that view must have.
+        let mut first: BTreeMap<ViewId, (Endpoint, u64)> = BTreeMap::new();
+        for p in &self.procs {
+            for (_, ev) in p.events {
+                if let Event::Snapshot { view, digest } = ev {
+                    first.entry(*view).or_insert((p.ep, *digest));
+                }
+            }
+        }
+        for p in &self.procs {
+            // The view p is in, whether it delivered there yet, and whether it still owes
+            // itself the state of the view it joined in.
+            let mut seg: Option<usize> = None;
+            let mut delivered = false;
+            let mut owed = false;
+            let mut installed: BTreeSet<ViewId> = BTreeSet::new();
+            for (_, ev) in p.events {
+                match ev {
+                    Event::View { view, .. } => {
+                        // A joiner: its first view was made from an earlier one.
+                        owed = promised && seg.is_none() && !view.prev.is_empty();
+                        seg = Some(seg.map_or(0, |s| s + 1));
+                        delivered = false;
+                    }
+                    Event::Deliver { id, .. } => {
+                        if owed {
+                            owed = false;
+                            let v = p.view_of(seg);
+                            sink.add(Property::StateTransfer, || {
+                                let detail = format!(
+                                    "{} delivered {id} in {}, which it joined, before installing its state",
+                                    p.ep,
+                                    view_name(v)
+                                );
+                                (vec![p.ep], vec![*id], v.into_iter().collect(), detail)
+                            });
+                        }
+                        delivered = true;
+                    }
+                    Event::Snapshot { view, digest } => {
+                        self.check_boundary(p, seg, delivered, *view, "took a snapshot of", sink);
+                        let ours = p.segs.get(seg.unwrap_or(usize::MAX));
+                        if let Some(d) = ours.filter(|s| s.view.id == *view).and_then(|s| s.digest)
+                        {
+                            if d != *digest {
+                                sink.add(Property::StateTransfer, || {
+                                    let detail = format!(
+                                        "{} took a snapshot of digest {digest:#x} for {view}, but had digest {d:#x} as it installed {view}",
+                                        p.ep
+                                    );
+                                    (vec![p.ep], vec![], vec![*view], detail)
+                                });
+                            }
+                        }
+                        self.check_equal(p.ep, "snapshot", *view, *digest, &first, sink);
+                    }
+                    Event::State { view, digest } => {
+                        self.check_boundary(
+                            p,
+                            seg,
+                            delivered,
+                            *view,
+                            "installed the state of",
+                            sink,
+                        );
+                        if !installed.insert(*view) {
+                            sink.add(Property::StateTransfer, || {
+                                let detail =
+                                    format!("{} installed the state of {view} twice", p.ep);
+                                (vec![p.ep], vec![], vec![*view], detail)
+                            });
+                        }
+                        if p.view_of(seg) == Some(*view) {
+                            owed = false;
+                        }
+                        self.check_equal(p.ep, "state", *view, *digest, &first, sink);
+                    }
+                    Event::Cast { .. } | Event::Crash | Event::Exit | Event::Leave => {}
+                }
+            }
+        }
+        // Virtual synchrony of the state: one digest among those moving from V to V'.
+        let mut moved: BTreeMap<(ViewId, ViewId), (Endpoint, u64)> = BTreeMap::new();
+        for p in &self.procs {
+            for w in p.segs.windows(2) {
+                let Some(d) = w[1].digest else { continue };
+                let (from, to) = (w[0].view.id, w[1].view.id);
+                match moved.get(&(from, to)) {
+                    None => {
+                        moved.insert((from, to), (p.ep, d));
+                    }
+                    Some(&(q, dq)) if dq != d => sink.add(Property::StateTransfer, || {
+                        let detail = format!(
+                            "{} and {q} both moved from {from} to {to}, with digests {d:#x} and {dq:#x}",
+                            p.ep
+                        );
+                        (vec![p.ep, q], vec![], vec![from, to], detail)
+                    }),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// A snapshot or state of `view` at `p` must be taken or installed in `view`, before any
+    /// delivery there.
+    fn check_boundary(
+        &self,
+        p: &Proc<'_>,
+        seg: Option<usize>,
+        delivered: bool,
+        view: ViewId,
+        what: &str,
+        sink: &mut Sink,
+    ) {
+        let current = p.view_of(seg);
+        if current != Some(view) {
+            sink.add(Property::StateTransfer, || {
+                let detail = format!("{} {what} {view} while in {}", p.ep, view_name(current));
+                (vec![p.ep], vec![], std::iter::once(view).chain(current).collect(), detail)
+            });
+        } else if delivered {
+            sink.add(Property::StateTransfer, || {
+                let detail =
+                    format!("{} {what} {view} after delivering in it, not at its boundary", p.ep);
+                (vec![p.ep], vec![], vec![view], detail)
+            });
+        }
+    }
+
+    /// A snapshot or state of `view` must have the digest of the first snapshot of `view`.
+    fn check_equal(
+        &self,
+        who: Endpoint,
+        what: &str,
+        view: ViewId,
+        digest: u64,
+        first: &BTreeMap<ViewId, (Endpoint, u64)>,
+        sink: &mut Sink,
+    ) {
+        let Some(&(q, d)) = first.get(&view) else { return };
+        if d == digest {
+            return;
+        }
+        sink.add(Property::StateTransfer, || {
+            let detail = format!(
+                "{who}'s {what} of {view} has digest {digest:#x}, {q}'s snapshot of it {d:#x}"
+            );
+            (vec![who, q], vec![], vec![view], detail)
+        });
     }
 }

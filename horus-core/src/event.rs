@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::ids::{Rank, Seqno, View};
 use crate::message::Message;
 
@@ -45,6 +47,10 @@ pub enum Down {
     Flush,
     /// A process outside the view asks to join (from the membership service's discovery).
     Join(crate::ids::Endpoint),
+    /// The application's state, in answer to [`Up::Snapshot`]: given while the application
+    /// handles that event, so it is the state as of the view boundary. The membership service
+    /// keeps it for the joiners of that view, who pull it in chunks.
+    Snapshot(Bytes),
 }
 
 /// An event travelling toward the application.
@@ -73,6 +79,52 @@ pub enum Up {
     /// The answer to [`Down::Flush`]. Each layer that holds casts delivers or drops them, the
     /// same way at every survivor, before passing it up: the last event of the view.
     Flush,
+    /// At a member of the previous view, right after [`Up::View`] of a view with joiners
+    /// (state transfer on): "give the state as of now". The application answers
+    /// [`Down::Snapshot`] while it handles this event: it has delivered every message of the
+    /// old view and none of the new one, so the state it gives is the state at the boundary.
+    Snapshot,
+    /// At a joiner (state transfer on), right after the [`Up::View`] of the view it joined in
+    /// and before anything delivered in it: the state to install, as the old members had it
+    /// at that view's boundary.
+    State(Bytes),
+}
+
+/// An application whose state a group replicates and transfers to joiners: what it gives in
+/// [`Down::Snapshot`] when asked by [`Up::Snapshot`], and installs from [`Up::State`].
+///
+/// `install(snapshot())` must give back an equal state; the snapshot is opaque to the
+/// toolkit, which cuts it in chunks and streams it to the joiners.
+///
+/// # Examples
+/// ```
+/// use bytes::Bytes;
+/// use horus_core::Snapshot;
+///
+/// /// A replicated counter.
+/// struct Counter(u64);
+///
+/// impl Snapshot for Counter {
+///     fn snapshot(&self) -> Bytes {
+///         Bytes::copy_from_slice(&self.0.to_le_bytes())
+///     }
+///     fn install(&mut self, state: Bytes) {
+///         // A state that is not ours leaves the counter as it was.
+///         if let Ok(b) = <[u8; 8]>::try_from(&state[..]) {
+///             self.0 = u64::from_le_bytes(b);
+///         }
+///     }
+/// }
+///
+/// let (a, mut b) = (Counter(42), Counter(0));
+/// b.install(a.snapshot());
+/// assert_eq!(b.0, 42);
+/// ```
+pub trait Snapshot {
+    /// The state as of now.
+    fn snapshot(&self) -> Bytes;
+    /// Replaces the state with one given by [`Snapshot::snapshot`], at another member.
+    fn install(&mut self, state: Bytes);
 }
 
 impl Down {
@@ -90,6 +142,7 @@ impl Down {
             Down::Cut(_) => "cut",
             Down::Flush => "flush",
             Down::Join(_) => "join",
+            Down::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -108,6 +161,8 @@ impl Up {
             Up::BlockOk => "block-ok",
             Up::Received(_) => "received",
             Up::Flush => "flush",
+            Up::Snapshot => "snapshot",
+            Up::State(_) => "state",
         }
     }
 }

@@ -6,12 +6,12 @@
 //! in the order they happened at that process; times are the recorder's clock and are used only
 //! for reports and the liveness bound, never to order events of different processes.
 //!
-//! # The JSON lines format, version 1
+//! # The JSON lines format, version 2
 //!
 //! A file is UTF-8 text, one JSON object per line. The first line is the header:
 //!
 //! ```text
-//! {"horus_history":1,"promises":{"membership":"static","liveness":{"after":0,"bound":null}}}
+//! {"horus_history":2,"promises":{"membership":"static","liveness":{"after":0,"bound":null}}}
 //! ```
 //!
 //! `promises` says what the run promises and so what the checker verifies (see [`Promises`]);
@@ -27,12 +27,21 @@
 //!
 //! `at` is nanoseconds on the recorder's clock; `p` is the endpoint `[node, incarnation]`;
 //! `id` is the message id `[sender, seq]`, where a sender numbers its casts 1, 2, 3, … in the
-//! order it makes them. `ev` is one of `view`, `cast`, `deliver`, `crash` (the process died
-//! here), `leave` (the application asked to leave) and `exit` (it left the group, or learnt
-//! it was excluded, and stopped). Lines of one
-//! process appear in the order of its events; lines of different processes may interleave in
-//! any way, and several files (one per process) may be read as one history. Readers reject a
-//! header whose version they do not know, and lines they cannot parse, with the line number.
+//! order it makes them. `ev` is one of `view`, `cast`, `deliver`, `snapshot`, `state`, `crash`
+//! (the process died here), `leave` (the application asked to leave) and `exit` (it left the
+//! group, or learnt it was excluded, and stopped). Lines of one process appear in the order of its events; lines of different
+//! processes may interleave in any way, and several files (one per process) may be read as one
+//! history. Readers reject a header whose version they do not know, and lines they cannot
+//! parse, with the line number.
+//!
+//! State transfer adds (version 2) a digest of the application's state: a 64-bit value that
+//! two processes with equal states have equal (the simulator's application sums a hash of each
+//! cast it delivered). A `view` line may carry `"digest":D`, the process's digest as it
+//! installed the view. A member of the previous view that gives its state for a view's joiners
+//! writes `{"ev":"snapshot","view":ID,"digest":D}`, and a joiner that installs the state it was
+//! given writes `{"ev":"state","view":ID,"digest":D}`, `ID` being the id of the view joined, as
+//! in `{"ltime":3,"coord":[0,0]}`. Version 1 files (no digests, no state events) are read as
+//! they are.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
@@ -40,12 +49,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Endpoint, View};
+use crate::ids::{Endpoint, View, ViewId};
 use crate::level::Level;
 use crate::time::Time;
 
-/// The version of the JSON lines format this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the JSON lines format this crate writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The versions this crate reads: every version before this one is a subset of it.
+pub const READS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 
 /// A message's identity: its sender and the sender's count of casts so far (from 1).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
@@ -77,12 +89,22 @@ impl std::fmt::Display for MsgId {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "lowercase")]
 pub enum Event {
-    /// The process installed `view`.
-    View { view: View },
+    /// The process installed `view`; with state transfer, `digest` is its application's state
+    /// digest at that moment.
+    View {
+        view: View,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<u64>,
+    },
     /// The process cast message `id` at `level` (in the view it had last installed).
     Cast { id: MsgId, level: Level },
     /// The process delivered message `id`, which the stack says came from `from`.
     Deliver { id: MsgId, from: Endpoint, level: Level },
+    /// A member of the previous view gave its state, as of the boundary of `view`, for the
+    /// joiners of `view`: its digest was `digest`.
+    Snapshot { view: ViewId, digest: u64 },
+    /// A joiner of `view` installed the state it was given, of digest `digest`.
+    State { view: ViewId, digest: u64 },
     /// The process crashed: nothing more happens at this endpoint.
     Crash,
     /// The process left the group, or learnt that it was excluded, and stopped.
@@ -100,6 +122,14 @@ pub struct Promises {
     /// When present: faults stopped at `after`, and from then on the group must settle.
     #[serde(default)]
     pub liveness: Option<Liveness>,
+    /// Joiners are given the state: a process whose first view names a previous one installs
+    /// a state before it delivers anything.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub state_transfer: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How membership behaves in the run.
@@ -175,7 +205,7 @@ pub enum HistoryError {
     Io(#[from] io::Error),
     #[error("line {line}: not a history event: {reason}")]
     Parse { line: usize, reason: String },
-    #[error("history format version {0} is not known to this build (it reads version {FORMAT_VERSION}); upgrade horus")]
+    #[error("history format version {0} is not known to this build (it reads versions 1 to {FORMAT_VERSION}); upgrade horus")]
     Version(u32),
     #[error("the history files disagree on what the run promises")]
     PromisesDiffer,
@@ -239,7 +269,7 @@ impl History {
             if line.contains("\"horus_history\"") {
                 let h: Header = serde_json::from_str(&line)
                     .map_err(|e| HistoryError::Parse { line: n, reason: e.to_string() })?;
-                if h.horus_history != FORMAT_VERSION {
+                if !READS.contains(&h.horus_history) {
                     return Err(HistoryError::Version(h.horus_history));
                 }
                 match (&promises, h.promises) {
@@ -288,16 +318,19 @@ mod tests {
         let mut h = History::new();
         let v = View::initial(vec![e(0), e(1)]);
         for p in [e(0), e(1)] {
-            h.record(Time(10), p, Event::View { view: v.clone() });
+            h.record(Time(10), p, Event::View { view: v.clone(), digest: Some(7) });
         }
         let id = MsgId { sender: e(1), seq: 1 };
         h.record(Time(20), e(1), Event::Cast { id, level: Level::Total });
         h.record(Time(30), e(0), Event::Deliver { id, from: e(1), level: Level::Total });
         h.record(Time(30), e(1), Event::Deliver { id, from: e(1), level: Level::Total });
+        h.record(Time(35), e(1), Event::Snapshot { view: v.id, digest: u64::MAX });
+        h.record(Time(36), e(0), Event::State { view: v.id, digest: u64::MAX });
         h.record(Time(40), e(0), Event::Crash);
         let promises = Promises {
             membership: Membership::Primary,
             liveness: Some(Liveness { after: Time(40), bound: Some(Duration::from_secs(2)) }),
+            state_transfer: true,
         };
         let mut buf = Vec::new();
         h.write_jsonl(Some(&promises), &mut buf).unwrap();
@@ -308,7 +341,7 @@ mod tests {
 
     #[test]
     fn documented_example_lines_parse() {
-        let text = r#"{"horus_history":1,"promises":{"membership":"static","liveness":{"after":0,"bound":null}}}
+        let text = r#"{"horus_history":2,"promises":{"membership":"static","liveness":{"after":0,"bound":null}}}
 {"at":1000,"p":[1,0],"ev":"view","view":{"id":{"ltime":0,"coord":[0,0]},"members":[[0,0],[1,0]]}}
 {"at":2000,"p":[1,0],"ev":"cast","id":[[1,0],1],"level":"total"}
 {"at":2500,"p":[1,0],"ev":"deliver","id":[[1,0],1],"from":[1,0],"level":"total"}
@@ -318,6 +351,27 @@ mod tests {
         assert_eq!(h.len(), 4);
         assert!(h.procs[&e(1)].ended());
         assert_eq!(p.unwrap().membership, Membership::Static);
+    }
+
+    #[test]
+    fn documented_state_lines_parse_and_version_1_is_still_read() {
+        let text = r#"{"horus_history":2,"promises":{"membership":"primary","state_transfer":true}}
+{"at":1000,"p":[1,0],"ev":"view","view":{"id":{"ltime":3,"coord":[0,0]},"members":[[0,0],[1,0]]},"digest":12}
+{"at":1000,"p":[1,0],"ev":"snapshot","view":{"ltime":3,"coord":[0,0]},"digest":12}
+{"at":1200,"p":[2,1],"ev":"state","view":{"ltime":3,"coord":[0,0]},"digest":12}
+"#;
+        let (h, p) = History::read_jsonl(text.as_bytes()).unwrap();
+        assert!(p.unwrap().state_transfer);
+        let id = ViewId::new(3, e(0));
+        assert_eq!(h.procs[&e(1)].events[1].1, Event::Snapshot { view: id, digest: 12 });
+        assert!(matches!(h.procs[&e(1)].events[0].1, Event::View { digest: Some(12), .. }));
+        assert_eq!(
+            h.procs[&Endpoint::new(2, 1)].events[0].1,
+            Event::State { view: id, digest: 12 }
+        );
+        let v1 = "{\"horus_history\":1}\n{\"at\":1,\"p\":[0,0],\"ev\":\"crash\"}\n";
+        let (h, p) = History::read_jsonl(v1.as_bytes()).unwrap();
+        assert_eq!((h.len(), p), (1, None));
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod time;
 pub mod view_state;
 
 pub use check::{Property, Report, Violation};
-pub use event::{Down, Up};
+pub use event::{Down, Snapshot, Up};
 pub use history::{Event, History, MsgId, Promises};
 pub use ids::{Endpoint, GroupName, Rank, Seqno, View, ViewId};
 pub use layer::{Cx, Layer, Props, Token};

@@ -101,6 +101,12 @@ pub trait Processes: Sync {
         false
     }
 
+    /// Whether a joiner is given the application's state (the simulated application then
+    /// answers [`Up::Snapshot`](crate::Up::Snapshot) and the run promises state transfer).
+    fn state_transfer(&self) -> bool {
+        false
+    }
+
     /// The service levels the processes offer (empty: best effort only).
     fn levels(&self) -> Vec<Level>;
     /// How membership behaves: what the checker holds the run to.

@@ -427,7 +427,9 @@ impl Stack {
             | Down::Stable(_)
             | Down::Fail(_)
             | Down::Cut(_)
-            | Down::Join(_) => {}
+            | Down::Join(_)
+            // No membership service took the state: there is no joiner to give it to.
+            | Down::Snapshot(_) => {}
         }
     }
 

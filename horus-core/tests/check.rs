@@ -45,7 +45,20 @@ impl H {
     }
 
     fn view(self, who: Endpoint, v: &View) -> Self {
-        self.record(who, Event::View { view: v.clone() })
+        self.record(who, Event::View { view: v.clone(), digest: None })
+    }
+
+    /// `who` installs `v`, its state digest being `digest`.
+    fn view_with(self, who: Endpoint, v: &View, digest: u64) -> Self {
+        self.record(who, Event::View { view: v.clone(), digest: Some(digest) })
+    }
+
+    fn snapshot(self, who: Endpoint, v: &View, digest: u64) -> Self {
+        self.record(who, Event::Snapshot { view: v.id, digest })
+    }
+
+    fn state(self, who: Endpoint, v: &View, digest: u64) -> Self {
+        self.record(who, Event::State { view: v.id, digest })
     }
 
     /// Every one of `who` installs `v`.
@@ -99,7 +112,7 @@ fn plain() -> Promises {
 }
 
 fn promises(membership: Membership, after: Time, bound: Option<Duration>) -> Promises {
-    Promises { membership, liveness: Some(Liveness { after, bound }) }
+    Promises { membership, liveness: Some(Liveness { after, bound }), state_transfer: false }
 }
 
 /// Asserts that `property`, and only it, is violated; returns its violations.
@@ -482,7 +495,7 @@ fn primary_view_without_a_majority_breaks_primary_component() {
     let v0 = view(0, &[a, b, c], &[]);
     let v1 = view(1, &[a], &[&v0]);
     let h = H::new().install(&[a, b, c], &v0).crash(b).crash(c).view(a, &v1).build();
-    let primary = Promises { membership: Membership::Primary, liveness: None };
+    let primary = Promises { membership: Membership::Primary, ..Promises::default() };
     let vs = only(&check(&h, &primary), Property::PrimaryComponent);
     assert_eq!(vs[0].views, [v0.id, v1.id]);
     assert!(vs[0].detail.contains("keeps 1 of the 3"), "{}", vs[0]);
@@ -525,7 +538,7 @@ fn primary_view_not_made_from_the_one_before_breaks_primary_component() {
     let v0 = view(0, &[a, b, c], &[]);
     let v1 = view(1, &[a, b], &[]);
     let h = H::new().install(&[a, b, c], &v0).crash(c).install(&[a, b], &v1).build();
-    let primary = Promises { membership: Membership::Primary, liveness: None };
+    let primary = Promises { membership: Membership::Primary, ..Promises::default() };
     let vs = only(&check(&h, &primary), Property::PrimaryComponent);
     assert!(vs[0].detail.contains("does not name v0@p0.0"), "{}", vs[0]);
 }
@@ -613,6 +626,158 @@ fn last_view_installed_after_the_bound_breaks_liveness() {
 
 // ---- reports -----------------------------------------------------------------------------
 
+// ---- state transfer ----------------------------------------------------------------------
+
+/// `a` and `b` in v0 deliver a cast; joiner `j` is admitted in v1, and both give their state.
+fn joined(j_state: u64) -> (H, [View; 2]) {
+    let (a, b, j) = (p(0), p(1), Endpoint::new(2, 1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b, j], &[&v0]);
+    let h = H::new()
+        .view_with(a, &v0, 0)
+        .view_with(b, &v0, 0)
+        .multicast(a, 1, Level::Fifo, &[a, b])
+        .view_with(a, &v1, 5)
+        .snapshot(a, &v1, 5)
+        .view_with(b, &v1, 5)
+        .snapshot(b, &v1, 5)
+        .view_with(j, &v1, 0)
+        .state(j, &v1, j_state);
+    (h, [v0, v1])
+}
+
+fn with_state() -> Promises {
+    Promises { state_transfer: true, ..Promises::default() }
+}
+
+#[test]
+fn a_joiner_given_the_snapshot_before_any_delivery_is_clean() {
+    let (a, b, j) = (p(0), p(1), Endpoint::new(2, 1));
+    let (h, [_, v1]) = joined(5);
+    let v2 = view(2, &[a, b, j], &[&v1]);
+    let h = h
+        .multicast(j, 1, Level::Fifo, &[a, b, j])
+        .view_with(a, &v2, 9)
+        .view_with(b, &v2, 9)
+        .view_with(j, &v2, 9)
+        .build();
+    assert_ok(&check(&h, &with_state()));
+}
+
+#[test]
+fn a_state_unlike_the_snapshot_breaks_state_transfer() {
+    let (h, _) = joined(6);
+    let v = only(&check(&h.build(), &with_state()), Property::StateTransfer);
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].processes, [Endpoint::new(2, 1), p(0)]);
+}
+
+#[test]
+fn snapshots_of_one_view_that_differ_break_state_transfer() {
+    let (a, b) = (p(0), p(1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b, p(2)], &[&v0]);
+    let h = H::new()
+        .install(&[a, b], &v0)
+        .view(a, &v1)
+        .snapshot(a, &v1, 1)
+        .view(b, &v1)
+        .snapshot(b, &v1, 2)
+        .build();
+    let v = only(&check(&h, &plain()), Property::StateTransfer);
+    assert_eq!(v[0].processes, [b, a]);
+}
+
+/// `a` and `b` admit joiner `j` in v1, where `a` casts, delivered by all three at once.
+fn joiner_delivers_at_once() -> (H, Endpoint, View) {
+    let (a, b, j) = (p(0), p(1), Endpoint::new(2, 1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b, j], &[&v0]);
+    let h = H::new().install(&[a, b], &v0).install(&[a, b, j], &v1).multicast(
+        a,
+        1,
+        Level::Fifo,
+        &[a, b, j],
+    );
+    (h, j, v1)
+}
+
+#[test]
+fn a_joiner_delivering_before_its_state_breaks_state_transfer() {
+    let (h, j, v1) = joiner_delivers_at_once();
+    let h = h.state(j, &v1, 0).build();
+    // Delivered before its state: reported whether or not the run promised state transfer.
+    let v = only(&check(&h, &plain()), Property::StateTransfer);
+    assert_eq!(v.len(), 1);
+    // With the promise, the first delivery is reported too.
+    let v = only(&check(&h, &with_state()), Property::StateTransfer);
+    assert_eq!(v.len(), 2);
+}
+
+#[test]
+fn a_joiner_that_never_installs_a_state_breaks_the_promise_only() {
+    let (h, j, _) = joiner_delivers_at_once();
+    let h = h.build();
+    assert_ok(&check(&h, &plain()));
+    let v = only(&check(&h, &with_state()), Property::StateTransfer);
+    assert_eq!(v[0].processes, [j]);
+    assert_eq!(v[0].messages, [id(p(0), 1)]);
+}
+
+#[test]
+fn a_snapshot_taken_after_delivering_in_the_view_breaks_state_transfer() {
+    let (a, b) = (p(0), p(1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b, p(2)], &[&v0]);
+    let h = H::new()
+        .install(&[a, b], &v0)
+        .install(&[a, b], &v1)
+        .multicast(a, 1, Level::Fifo, &[a, b])
+        .snapshot(a, &v1, 3)
+        .build();
+    let v = only(&check(&h, &plain()), Property::StateTransfer);
+    assert_eq!(v[0].processes, [a]);
+}
+
+#[test]
+fn a_snapshot_or_state_of_another_view_breaks_state_transfer() {
+    let (a, b) = (p(0), p(1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b], &[&v0]);
+    let h = H::new().install(&[a, b], &v0).snapshot(a, &v1, 0).state(b, &v1, 0).build();
+    let v = only(&check(&h, &plain()), Property::StateTransfer);
+    assert_eq!(v.len(), 2);
+}
+
+#[test]
+fn a_state_installed_twice_breaks_state_transfer() {
+    let (h, [_, v1]) = joined(5);
+    let h = h.state(Endpoint::new(2, 1), &v1, 5).build();
+    let v = only(&check(&h, &with_state()), Property::StateTransfer);
+    assert_eq!(v.len(), 1);
+}
+
+#[test]
+fn members_moving_together_with_different_digests_break_state_transfer() {
+    // The joiner was given the right state but counted a cast twice, say.
+    let (a, b, j) = (p(0), p(1), Endpoint::new(2, 1));
+    let (h, [_, v1]) = joined(5);
+    let v2 = view(2, &[a, b, j], &[&v1]);
+    let h = h.view_with(a, &v2, 5).view_with(b, &v2, 5).view_with(j, &v2, 7).build();
+    let v = only(&check(&h, &with_state()), Property::StateTransfer);
+    assert_eq!(v[0].processes, [j, a]);
+}
+
+#[test]
+fn a_snapshot_unlike_its_takers_digest_at_the_view_breaks_state_transfer() {
+    let (a, b) = (p(0), p(1));
+    let v0 = view(0, &[a, b], &[]);
+    let v1 = view(1, &[a, b, p(2)], &[&v0]);
+    let h = H::new().install(&[a, b], &v0).view_with(a, &v1, 4).snapshot(a, &v1, 5).build();
+    let v = only(&check(&h, &plain()), Property::StateTransfer);
+    assert_eq!(v[0].processes, [a]);
+}
+
 #[test]
 fn violations_beyond_the_cap_are_counted_not_listed() {
     let (a, b) = (p(0), p(1));
@@ -684,7 +849,10 @@ impl Arbitrary for AnyHistory {
             let who = pick(g);
             let seq = u64::from(u8::arbitrary(g) % 5);
             let ev = match u8::arbitrary(g) % 10 {
-                0 | 1 => Event::View { view: g.choose(&views).expect("non-empty").clone() },
+                0 | 1 => Event::View {
+                    view: g.choose(&views).expect("non-empty").clone(),
+                    digest: bool::arbitrary(g).then(|| u64::from(u8::arbitrary(g) % 3)),
+                },
                 2..=4 => Event::Cast {
                     id: id(if bool::arbitrary(g) { who } else { pick(g) }, seq),
                     level: level(g),
@@ -695,10 +863,13 @@ impl Arbitrary for AnyHistory {
                     Event::Deliver { id: id(sender, seq), from, level: level(g) }
                 }
                 _ => {
-                    if bool::arbitrary(g) {
-                        Event::Crash
-                    } else {
-                        Event::Exit
+                    let view = g.choose(&views).expect("non-empty").id;
+                    let digest = u64::from(u8::arbitrary(g) % 3);
+                    match u8::arbitrary(g) % 4 {
+                        0 => Event::Crash,
+                        1 => Event::Exit,
+                        2 => Event::Snapshot { view, digest },
+                        _ => Event::State { view, digest },
                     }
                 }
             };
@@ -711,7 +882,7 @@ impl Arbitrary for AnyHistory {
             after: Time(u64::from(u16::arbitrary(g))),
             bound: bool::arbitrary(g).then(|| Duration::from_nanos(u64::from(u16::arbitrary(g)))),
         });
-        AnyHistory(history, Promises { membership, liveness })
+        AnyHistory(history, Promises { membership, liveness, state_transfer: bool::arbitrary(g) })
     }
 }
 
@@ -764,7 +935,7 @@ fn nine_processes_with_twenty_thousand_deliveries_check_clean() {
         Time(now)
     };
     for &m in &members {
-        history.record(tick(), m, Event::View { view: v0.clone() });
+        history.record(tick(), m, Event::View { view: v0.clone(), digest: None });
     }
     let mut seqs = [0u64; 9];
     for step in 0..2250 {

@@ -7,6 +7,11 @@
 //! restart as new incarnations ([`fault`]). Every process's views, casts and deliveries are
 //! recorded as a [`History`] for the [checker](crate::check).
 //!
+//! With processes that transfer state ([`Processes::state_transfer`]), the application keeps
+//! a state ([`workload::AppState`]: a digest of the casts it delivered, padded to
+//! [`Traffic::state_size`] bytes), answers [`Up::Snapshot`] with it, installs [`Up::State`],
+//! and records `snapshot` and `state` events and its digest at every view.
+//!
 //! Everything random is drawn from one seed, and nothing depends on wall-clock time or hash
 //! order, so a seed replays exactly: same seed, same history, same trace.
 //!
@@ -35,7 +40,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::event::{Down, Up};
+use crate::event::{Down, Snapshot as _, Up};
 use crate::history::{Event, History, Liveness, MsgId, Promises};
 use crate::ids::{Endpoint, GroupName, View, ViewId};
 use crate::level::Level;
@@ -105,6 +110,9 @@ pub struct Traffic {
     /// from one process to another is delivered exactly once, in order, and, when both live
     /// to the end, completely.
     pub sends: usize,
+    /// With state transfer: bytes of padding in the application's state, beyond its 8-byte
+    /// digest.
+    pub state_size: usize,
 }
 
 impl Default for Traffic {
@@ -116,6 +124,7 @@ impl Default for Traffic {
             levels: Vec::new(),
             tail: Duration::from_millis(500),
             sends: 0,
+            state_size: 0,
         }
     }
 }
@@ -153,8 +162,12 @@ pub struct SimOutcome {
 pub struct SimStats {
     pub casts: u64,
     pub deliveries: u64,
-    /// Delivered payloads that were not what was cast (a stack bug).
+    /// Delivered payloads that were not what was cast, and installed states that were not a
+    /// snapshot of the application (a stack bug).
     pub corrupt: u64,
+    /// States installed by joiners, and snapshots given for them.
+    pub states: u64,
+    pub snapshots: u64,
     pub sends: u64,
     pub send_deliveries: u64,
     /// Point-to-point streams delivered out of order, twice, or incompletely.
@@ -244,9 +257,10 @@ struct Proc {
     timer: Option<Time>,
     timer_gen: u64,
     next_seq: u64,
-    /// Sends so far to each node.
     /// Sends so far to each endpoint in each view (a stream per view).
     sent_to: BTreeMap<(Endpoint, ViewId), u64>,
+    /// The application's state (with state transfer).
+    app: workload::AppState,
 }
 
 struct Sim<'a> {
@@ -270,6 +284,9 @@ struct Sim<'a> {
     send_next: BTreeMap<(Endpoint, Endpoint, ViewId), u64>,
     /// Streams already reported out of order: one report each.
     send_reported: std::collections::BTreeSet<(Endpoint, Endpoint, ViewId)>,
+    /// The processes transfer state: the application answers snapshots, and digests are
+    /// recorded.
+    state_transfer: bool,
 }
 
 impl<'a> Sim<'a> {
@@ -337,6 +354,7 @@ impl<'a> Sim<'a> {
             traffic_end,
             send_next: BTreeMap::new(),
             send_reported: Default::default(),
+            state_transfer: plan.state_transfer(),
         })
     }
 
@@ -394,6 +412,7 @@ impl<'a> Sim<'a> {
         let promises = Promises {
             membership: self.plan.membership(),
             liveness: Some(Liveness { after: last_fault, bound: None }),
+            state_transfer: self.state_transfer,
         };
         Ok(SimOutcome {
             seed: self.config.seed,
@@ -432,6 +451,7 @@ impl<'a> Sim<'a> {
             timer_gen: 0,
             next_seq: 1,
             sent_to: BTreeMap::new(),
+            app: workload::AppState::new(self.config.traffic.state_size),
         };
         if node < self.procs.len() {
             self.procs[node] = proc;
@@ -441,10 +461,11 @@ impl<'a> Sim<'a> {
         if joining {
             trace!(self, endpoint, "start, asking to join");
         } else {
+            let digest = self.state_transfer.then_some(0);
             self.history.record(
                 self.now,
                 endpoint,
-                Event::View { view: (*self.static_view).clone() },
+                Event::View { view: (*self.static_view).clone(), digest },
             );
             trace!(self, endpoint, "start in view {}", self.static_view);
         }
@@ -589,7 +610,7 @@ impl<'a> Sim<'a> {
                 p.events
                     .iter()
                     .filter_map(|(_, ev)| match ev {
-                        Event::View { view } => Some(view.id),
+                        Event::View { view, .. } => Some(view.id),
                         _ => None,
                     })
                     .collect()
@@ -776,6 +797,7 @@ impl<'a> Sim<'a> {
                 match (workload::parse(msg.payload()), from_ep) {
                     (Some((id, workload::Kind::Cast(level))), Some(from)) => {
                         self.stats.deliveries += 1;
+                        self.procs[node].app.deliver(id);
                         self.history.record(self.now, me, Event::Deliver { id, from, level });
                         trace!(self, me, "deliver {id} {level} from {from}");
                     }
@@ -793,7 +815,35 @@ impl<'a> Sim<'a> {
                 trace!(self, me, "view {view}");
                 self.procs[node].blocked = false;
                 self.procs[node].view = view.clone();
-                self.history.record(self.now, me, Event::View { view: (*view).clone() });
+                let digest = self.state_transfer.then_some(self.procs[node].app.digest);
+                self.history.record(self.now, me, Event::View { view: (*view).clone(), digest });
+            }
+            Up::Snapshot => {
+                // Answered at once: the state as of the view just installed.
+                let (view, digest) = (self.procs[node].view.id, self.procs[node].app.digest);
+                let state = self.procs[node].app.snapshot();
+                self.stats.snapshots += 1;
+                trace!(self, me, "snapshot for {view}: digest {digest:#x}, {}B", state.len());
+                self.history.record(self.now, me, Event::Snapshot { view, digest });
+                let now = self.now;
+                if let Some(s) = self.procs[node].stack.as_mut() {
+                    s.down(now, Down::Snapshot(state));
+                }
+            }
+            Up::State(state) => {
+                let (view, len) = (self.procs[node].view.id, state.len());
+                let app = &mut self.procs[node].app;
+                let bad = app.bad_installs;
+                app.install(state);
+                if app.bad_installs > bad {
+                    self.stats.corrupt += 1;
+                    trace!(self, me, "state for {view}: CORRUPT, {len}B");
+                } else {
+                    let digest = app.digest;
+                    self.stats.states += 1;
+                    trace!(self, me, "state for {view}: digest {digest:#x}, {len}B");
+                    self.history.record(self.now, me, Event::State { view, digest });
+                }
             }
             Up::Block => {
                 trace!(self, me, "block");
