@@ -70,10 +70,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use horus_core::spec::Args;
 use horus_core::{
-    Cx, Down, Endpoint, Layer, LayerInfo, Message, ParamError, Props, Rank, Seqno, Up, View,
+    Cx, Down, Endpoint, Layer, LayerInfo, Message, ParamError, Props, Rank, Seqno, Token, Up, View,
     ViewId, ViewState,
 };
 use serde::{Deserialize, Serialize};
@@ -87,8 +88,11 @@ pub const INFO: LayerInfo = LayerInfo {
     build,
 };
 
-fn build(_: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
-    Ok(Box::new(Gms::new(vs)))
+fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamError> {
+    let mut gms = Gms::new(vs);
+    gms.partitionable = args.bool("partitionable", false)?;
+    gms.merge_wait = args.duration("merge_wait", Duration::from_secs(1))?;
+    Ok(Box::new(gms))
 }
 
 /// What this layer writes on the wire.
@@ -120,10 +124,17 @@ enum Header {
     Prepared { failed: Vec<Rank> },
     /// Coordinator to survivors: every survivor has prepared the view; install it.
     Commit { failed: Vec<Rank>, view: ViewId },
+    /// Coordinator to survivors, after a flush to merge: install the merged view instead.
+    Install { failed: Vec<Rank>, view: View },
 }
+
+/// The timer of a coordinator waiting for a merged view.
+const MERGE_TIMER: u64 = 1;
 
 #[derive(Debug, Default)]
 struct Stats {
+    merges: u64,
+    merges_abandoned: u64,
     view_changes: u64,
     minority_exits: u64,
     bad_header: u64,
@@ -172,7 +183,21 @@ pub struct Gms {
     /// over a one-way link must not have it removed alone).
     reports: BTreeMap<Rank, BTreeSet<Rank>>,
     done: bool,
+    /// Extended virtual synchrony: no majority needed; views of the group merge.
+    partitionable: bool,
+    /// How long a view that flushed to merge waits for the merged view before it goes on
+    /// alone.
+    merge_wait: Duration,
     stats: Stats,
+}
+
+/// A round's part in a merge of two views.
+#[derive(Debug, Clone)]
+enum Merge {
+    /// The coordinator at `to` asked us to merge: flush, tell it, wait for its view.
+    Grant { to: Endpoint },
+    /// The view `view` has flushed to merge with ours: its `members` join our next view.
+    With { view: ViewId, members: Vec<Endpoint> },
 }
 
 /// A coordinator's round: one failed set, its reports, and how far it went.
@@ -187,6 +212,9 @@ struct Round {
     have_cut: BTreeSet<Rank>,
     go_sent: bool,
     prepared: BTreeSet<Rank>,
+    merge: Option<Merge>,
+    /// Flushed to merge: waiting for the merged view.
+    waiting: bool,
 }
 
 impl Round {
@@ -199,6 +227,8 @@ impl Round {
             have_cut: BTreeSet::new(),
             go_sent: false,
             prepared: BTreeSet::new(),
+            merge: None,
+            waiting: false,
         }
     }
 
@@ -236,6 +266,8 @@ impl Gms {
             leavers: BTreeSet::new(),
             reports: BTreeMap::new(),
             done: false,
+            partitionable: false,
+            merge_wait: Duration::from_secs(1),
             stats: Stats::default(),
         }
     }
@@ -321,7 +353,7 @@ impl Gms {
             .map(Rank)
             .filter(|r| !self.failed.contains(r) && !self.suspected.contains(r))
             .count();
-        if 2 * reachable <= n {
+        if 2 * reachable <= n && !self.partitionable {
             self.done = true;
             self.stats.minority_exits += 1;
             return cx.up(Up::Exit);
@@ -403,6 +435,16 @@ impl Gms {
         }
     }
 
+    /// Whether a merge may start here: partitionable, coordinator, and no change under way.
+    fn may_start_merge(&self) -> bool {
+        self.partitionable
+            && !self.done
+            && !self.committed
+            && !self.leaving
+            && self.round.is_none()
+            && self.coordinator() == self.me
+    }
+
     fn survivors(&self, failed: &BTreeSet<Rank>) -> Vec<Rank> {
         (0..self.n() as u32).map(Rank).filter(|r| !failed.contains(r)).collect()
     }
@@ -452,7 +494,7 @@ impl Gms {
         // and installed by members that no longer answer here: this round must install that
         // view. Only a view of our own that we never committed may be replaced, by one that
         // leaves out the members failed since.
-        if let Some(p) = prepared.filter(|p| p.id.ltime == ltime + 1 && p.id.coord != me) {
+        if let Some(p) = prepared.filter(|p| p.id.ltime > ltime && p.id.coord != me) {
             if round.adopt.as_ref().is_none_or(|a| (a.id, &a.members) < (p.id, &p.members)) {
                 round.adopt = Some(p);
             }
@@ -461,7 +503,8 @@ impl Gms {
         let survivors = self.survivors(&set);
         let round = self.round.as_mut().expect("checked above");
         // Primary partition: only a majority of the view goes on.
-        if !survivors.iter().all(|r| round.rows.contains_key(r)) || 2 * survivors.len() <= n {
+        let majority = 2 * survivors.len() > n || self.partitionable;
+        if !survivors.iter().all(|r| round.rows.contains_key(r)) || !majority {
             return;
         }
         let mut cut = vec![Seqno(0); n];
@@ -480,9 +523,17 @@ impl Gms {
                 .filter(|r| !self.leavers.contains(r))
                 .filter_map(|r| self.view.member(*r))
                 .collect();
+            let (mut ltime, mut prev) = (ltime, vec![self.view.id]);
+            if let Some(Merge::With { view, members: theirs }) = &round.merge {
+                // A merge: the other view's members come after ours.
+                members.extend(theirs.iter().filter(|e| !self.view.contains(**e)));
+                ltime = ltime.max(view.ltime);
+                prev.push(*view);
+            }
             // Joiners come last, the oldest members keeping the lowest ranks.
-            members.extend(self.joiners.iter().filter(|e| !self.view.contains(**e)));
-            View { id: ViewId::new(ltime + 1, me), members, prev: vec![self.view.id] }
+            let joiners = self.joiners.iter().filter(|e| !self.view.contains(**e));
+            members.extend(joiners.filter(|e| !members.contains(e)).collect::<Vec<_>>());
+            View { id: ViewId::new(ltime + 1, me), members, prev }
         });
         let round = self.round.as_mut().expect("checked above");
         round.view = Some(view.clone());
@@ -555,14 +606,66 @@ impl Gms {
         let Some(view) = round.view.as_ref().filter(|_| !committed) else { return };
         let id = view.id;
         let Some(survivors) = self.tally(from, |r| &mut r.prepared) else { return };
-        let round = self.round.as_ref().expect("tallied");
-        // Every survivor has flushed and prepared the view: from here on every later round
-        // adopts it, so it is installed wherever it is installed at all.
+        let round = self.round.as_mut().expect("tallied");
+        if let Some(Merge::Grant { to }) = round.merge {
+            if !round.waiting {
+                // Flushed to merge: the asking coordinator makes the next view. If it does
+                // not within `merge_wait`, we go on with the view prepared.
+                round.waiting = true;
+                let members: Vec<Endpoint> = survivors
+                    .iter()
+                    .filter(|r| !self.leavers.contains(r))
+                    .filter_map(|r| self.view.member(*r))
+                    .collect();
+                cx.up(Up::MergeReady { to, view: self.view.id, members });
+                cx.timer_after(self.merge_wait, MERGE_TIMER);
+            }
+            return;
+        }
+        self.commit(survivors, id, cx);
+    }
+
+    /// Every survivor has flushed and prepared the view: from here on every later round adopts
+    /// it, so it is installed wherever it is installed at all.
+    fn commit(&mut self, survivors: Vec<Rank>, id: ViewId, cx: &mut Cx<'_>) {
+        let Some(round) = self.round.as_ref() else { return };
         self.committed = true;
         let failed = round.wire();
         for r in survivors {
             self.send(r, &Header::Commit { failed: failed.clone(), view: id }, cx);
         }
+    }
+
+    /// As a coordinator that flushed to merge: the merged view, from the coordinator that made
+    /// it. It must follow our view and hold every survivor.
+    fn on_merged(&mut self, view: View, cx: &mut Cx<'_>) {
+        let Some(round) = self.round.as_ref().filter(|r| r.waiting && !self.committed) else {
+            return;
+        };
+        let survivors = self.survivors(&round.failed);
+        let holds_all = survivors
+            .iter()
+            .filter(|r| !self.leavers.contains(r))
+            .all(|r| self.view.member(*r).is_some_and(|e| view.contains(e)));
+        if !view.prev.contains(&self.view.id) || !holds_all || view.id.ltime <= self.view.id.ltime {
+            return self.stats.refused += 1;
+        }
+        self.committed = true;
+        self.stats.merges += 1;
+        let failed = round.wire();
+        for r in survivors {
+            self.send(r, &Header::Install { failed: failed.clone(), view: view.clone() }, cx);
+        }
+    }
+
+    /// As a member that flushed: the merged view instead of the prepared one.
+    fn on_install(&mut self, from: Rank, view: View, cx: &mut Cx<'_>) {
+        if self.leader != Some(from) || !self.flushed || self.done {
+            return self.stats.refused += 1;
+        }
+        self.done = true;
+        self.stats.view_changes += 1;
+        cx.up(Up::View(Arc::new(view)));
     }
 
     fn on_commit(&mut self, from: Rank, view: ViewId, cx: &mut Cx<'_>) {
@@ -623,6 +726,7 @@ impl Layer for Gms {
                 Ok(Header::Go { failed }) => self.on_go(from, failed, cx),
                 Ok(Header::Prepared { failed }) => self.on_prepared(from, failed, cx),
                 Ok(Header::Commit { failed: _, view }) => self.on_commit(from, view, cx),
+                Ok(Header::Install { failed: _, view }) => self.on_install(from, view, cx),
                 Err(_) => self.stats.bad_header += 1,
             },
             Up::Suspect(ranks) => {
@@ -682,6 +786,27 @@ impl Layer for Gms {
                     }
                 }
             }
+            Down::MergeAsk(from) => {
+                // Another view's coordinator asks to merge: flush, then tell it.
+                if self.may_start_merge() && from != cx.endpoint() && !self.view.contains(from) {
+                    let set = self.failed.clone();
+                    self.propose(set, cx);
+                    if let Some(round) = self.round.as_mut() {
+                        round.merge = Some(Merge::Grant { to: from });
+                    }
+                }
+            }
+            Down::MergeWith { view, members } => {
+                // The other view has flushed: a change whose view takes its members in.
+                if self.may_start_merge() && view != self.view.id {
+                    let set = self.failed.clone();
+                    self.propose(set, cx);
+                    if let Some(round) = self.round.as_mut() {
+                        round.merge = Some(Merge::With { view, members });
+                    }
+                }
+            }
+            Down::Install(view) => self.on_merged(view, cx),
             Down::BlockOk => {
                 if self.block_asked && !self.app_blocked {
                     self.app_blocked = true;
@@ -692,8 +817,23 @@ impl Layer for Gms {
         }
     }
 
+    fn timer(&mut self, _: Token, cx: &mut Cx<'_>) {
+        // No merged view came: go on with the view prepared.
+        let Some(round) = self.round.as_ref().filter(|r| r.waiting && !self.committed) else {
+            return;
+        };
+        let (Some(view), failed) = (round.view.as_ref().map(|v| v.id), round.failed.clone()) else {
+            return;
+        };
+        self.stats.merges_abandoned += 1;
+        let survivors = self.survivors(&failed);
+        self.commit(survivors, view, cx);
+    }
+
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
         report("view_changes", self.stats.view_changes);
+        report("merges", self.stats.merges);
+        report("merges_abandoned", self.stats.merges_abandoned);
         report("minority_exits", self.stats.minority_exits);
         report("failed", self.failed.len() as u64);
         report("refused", self.stats.refused);

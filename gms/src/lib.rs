@@ -91,8 +91,10 @@ impl Processes for GroupPlan {
         rng: Rng,
         now: Time,
     ) -> Option<Result<Box<dyn Node>, StackError>> {
-        // A restart rejoins the running group: it never founds one apart from it.
-        let member = Member::join(self.plan.clone(), group.clone(), endpoint, rng, now, false);
+        // Under the primary-partition policy a restart rejoins the running group and never
+        // founds one apart from it; with partitionable membership it may, and merges later.
+        let may_found = self.membership() == Membership::Partitionable;
+        let member = Member::join(self.plan.clone(), group.clone(), endpoint, rng, now, may_found);
         Some(member.map(|m| Box::new(m.with_state_transfer(self.state_transfer)) as Box<dyn Node>))
     }
 
@@ -109,7 +111,11 @@ impl Processes for GroupPlan {
     }
 
     fn membership(&self) -> Membership {
-        Membership::Primary
+        if self.plan.param("gms", "partitionable") == Some("true") {
+            Membership::Partitionable
+        } else {
+            Membership::Primary
+        }
     }
 
     fn name(&self) -> String {

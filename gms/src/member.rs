@@ -66,9 +66,20 @@ enum Outside {
     /// "Let me in."
     Join,
     /// "You are in: this is the view, and these of its members were in the view before it"
-    /// (they hold the state, for state transfer).
+    /// (they hold the state, for state transfer). Also the merged view, to the members of the
+    /// other view.
     Welcome { view: View, olds: Vec<Endpoint> },
+    /// Partitionable: "I coordinate this view of the group."
+    Beacon(ViewId),
+    /// Partitionable: "Merge your view into mine" (from the lower endpoint of two
+    /// coordinators).
+    MergeAsk,
+    /// Partitionable: "My view has flushed; these members come."
+    MergeGrant { view: ViewId, members: Vec<Endpoint> },
 }
+
+/// How often the first member of a view announces it, with partitionable membership.
+pub const BEACON_EVERY: Duration = Duration::from_millis(500);
 
 /// Counts of state transfer, both sides.
 #[derive(Debug, Default)]
@@ -125,6 +136,10 @@ pub struct Member {
     done: Option<(ViewId, Vec<Endpoint>)>,
     held: VecDeque<Up>,
     state: StateStats,
+    /// Partitionable membership: views of the group discover each other and merge.
+    partitionable: bool,
+    /// When the next beacon is due, while first in a view with partitionable membership.
+    beacon_due: Time,
 }
 
 impl Member {
@@ -176,6 +191,7 @@ impl Member {
     }
 
     fn empty(plan: StackPlan, group: GroupName, endpoint: Endpoint, rng: Rng, now: Time) -> Self {
+        let partitionable = plan.param("gms", "partitionable") == Some("true");
         let alone = Arc::new(View {
             id: ViewId::new(0, endpoint),
             members: vec![endpoint],
@@ -208,6 +224,8 @@ impl Member {
             done: None,
             held: VecDeque::new(),
             state: StateStats::default(),
+            partitionable,
+            beacon_due: now,
         }
     }
 
@@ -335,6 +353,9 @@ impl Member {
             match ev {
                 Up::View(view) => self.install(view, None),
                 Up::Send { from, msg } => self.on_send(from, msg),
+                Up::MergeReady { to, view, members } => {
+                    self.send_outside(Dest::Member(to), &Outside::MergeGrant { view, members });
+                }
                 ev => self.emit(ev),
             }
         }
@@ -366,7 +387,8 @@ impl Member {
             None => welcome_olds.unwrap_or_else(|| view.members.clone()),
         };
         self.emit(Up::View(view.clone()));
-        if self.state_transfer {
+        // A merge brings no state: each side keeps its own (the application reconciles).
+        if self.state_transfer && view.prev.len() <= 1 {
             self.state_at_install(&view, previous.as_ref(), joined);
         }
         if self.leaving {
@@ -376,8 +398,9 @@ impl Member {
                 s.down(now, Down::Leave);
             }
         }
-        // The coordinator of the new view welcomes those who joined.
-        if view.id.coord == self.endpoint {
+        // The first member of the new view welcomes those who joined (not the coordinator
+        // that made it, which may have left, or failed and been taken over from).
+        if view.members.first() == Some(&self.endpoint) {
             for e in
                 view.members.iter().filter(|e| previous.as_ref().is_none_or(|p| !p.contains(**e)))
             {
@@ -411,8 +434,8 @@ impl Member {
                 let Some(stack) = self.stack.as_mut() else { return };
                 let view = stack.view().clone();
                 if view.contains(from) {
-                    // Its welcome was lost: the coordinator of its view sends it again.
-                    if view.id.coord == self.endpoint {
+                    // Its welcome was lost: the first member of its view sends it again.
+                    if view.members.first() == Some(&self.endpoint) {
                         let welcome =
                             Outside::Welcome { view: view.clone(), olds: self.olds.clone() };
                         self.send_outside(Dest::Member(from), &welcome);
@@ -425,6 +448,39 @@ impl Member {
             Ok(Outside::Welcome { view, olds }) => {
                 if self.joining.is_some() && view.contains(self.endpoint) {
                     self.install(Arc::new(view), Some(olds));
+                } else if let Some(stack) = self.stack.as_mut() {
+                    // A merged view, for the view we are in (its coordinator checks it).
+                    if view.prev.contains(&stack.view().id) && view.contains(self.endpoint) {
+                        stack.down(self.now, Down::Install(view));
+                        self.pump();
+                    }
+                }
+            }
+            Ok(Outside::Beacon(id)) => {
+                // Of two first members of views of the group that hear each other, the lower
+                // endpoint asks the other to merge.
+                let Some(stack) = self.stack.as_mut() else { return };
+                let view = stack.view();
+                let first = view.members.first() == Some(&self.endpoint);
+                if self.partitionable
+                    && first
+                    && id != view.id
+                    && !view.contains(from)
+                    && self.endpoint < from
+                {
+                    self.send_outside(Dest::Member(from), &Outside::MergeAsk);
+                }
+            }
+            Ok(Outside::MergeAsk) => {
+                if let Some(stack) = self.stack.as_mut() {
+                    stack.down(self.now, Down::MergeAsk(from));
+                    self.pump();
+                }
+            }
+            Ok(Outside::MergeGrant { view, members }) => {
+                if let Some(stack) = self.stack.as_mut() {
+                    stack.down(self.now, Down::MergeWith { view, members });
+                    self.pump();
                 }
             }
             Err(_) => {}
@@ -482,6 +538,23 @@ impl Member {
         while old.poll_up().is_some() {}
         while let Some(t) = old.poll_transmit() {
             self.out.push_back(t);
+        }
+    }
+
+    /// Partitionable, as the first member of a view: announce it, so that other views of the
+    /// group that can hear us merge with it.
+    fn on_beacon_timer(&mut self) {
+        let Some(stack) = self.stack.as_ref() else { return };
+        let view = stack.view();
+        if !self.partitionable || view.members.first() != Some(&self.endpoint) {
+            return;
+        }
+        if self.now >= self.beacon_due {
+            let id = view.id;
+            // Spread out, so that coordinators do not all speak at once.
+            let jitter = self.rng.range(0, BEACON_EVERY.as_micros() as u64 / 2);
+            self.beacon_due = self.now + BEACON_EVERY + Duration::from_micros(jitter);
+            self.send_outside(Dest::Cast, &Outside::Beacon(id));
         }
     }
 
@@ -581,6 +654,7 @@ impl Node for Member {
         }
         self.now = self.now.max(now);
         self.on_join_timer();
+        self.on_beacon_timer();
         self.on_pull_timer();
         self.with_old(|old| old.on_timeout(now));
         if let Some(stack) = self.stack.as_mut() {
@@ -597,7 +671,11 @@ impl Node for Member {
             self.old.as_ref().map(|(o, until)| o.poll_timeout().unwrap_or(*until).min(*until));
         let join = self.joining.map(|(_, due)| due);
         let pull = self.pull.as_ref().map(|p| p.due());
-        [self.stack.as_ref().and_then(|s| s.poll_timeout()), old, join, pull]
+        let beacon = self.stack.as_ref().and_then(|s| {
+            let first = s.view().members.first() == Some(&self.endpoint);
+            (self.partitionable && first).then_some(self.beacon_due)
+        });
+        [self.stack.as_ref().and_then(|s| s.poll_timeout()), old, join, pull, beacon]
             .into_iter()
             .flatten()
             .min()

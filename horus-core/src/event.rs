@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::ids::{Rank, Seqno, View};
+use crate::ids::{Endpoint, Rank, Seqno, View, ViewId};
 use crate::message::Message;
 
 /// An event travelling toward the network.
@@ -46,11 +46,21 @@ pub enum Down {
     /// the layers bottom up.
     Flush,
     /// A process outside the view asks to join (from the membership service's discovery).
-    Join(crate::ids::Endpoint),
+    Join(Endpoint),
     /// The application's state, in answer to [`Up::Snapshot`]: given while the application
     /// handles that event, so it is the state as of the view boundary. The membership service
     /// keeps it for the joiners of that view, who pull it in chunks.
     Snapshot(Bytes),
+    /// Partitionable membership: the coordinator of another view of the group, at this
+    /// endpoint, asks to merge with ours (from discovery). Our view flushes and answers with
+    /// [`Up::MergeReady`].
+    MergeAsk(Endpoint),
+    /// Partitionable membership: another view, flushed, waits to merge with ours; its members
+    /// join our next view.
+    MergeWith { view: ViewId, members: Vec<Endpoint> },
+    /// Partitionable membership: the merged view, from the coordinator that made it, for a
+    /// view that flushed to merge.
+    Install(View),
 }
 
 /// An event travelling toward the application.
@@ -88,6 +98,9 @@ pub enum Up {
     /// and before anything delivered in it: the state to install, as the old members had it
     /// at that view's boundary.
     State(Bytes),
+    /// Partitionable membership: our view has flushed to merge, as the coordinator at `to`
+    /// asked; tell it our view and the members that come.
+    MergeReady { to: Endpoint, view: ViewId, members: Vec<Endpoint> },
 }
 
 /// An application whose state a group replicates and transfers to joiners: what it gives in
@@ -143,6 +156,9 @@ impl Down {
             Down::Flush => "flush",
             Down::Join(_) => "join",
             Down::Snapshot(_) => "snapshot",
+            Down::MergeAsk(_) => "merge-ask",
+            Down::MergeWith { .. } => "merge-with",
+            Down::Install(_) => "install",
         }
     }
 }
@@ -163,6 +179,7 @@ impl Up {
             Up::Flush => "flush",
             Up::Snapshot => "snapshot",
             Up::State(_) => "state",
+            Up::MergeReady { .. } => "merge-ready",
         }
     }
 }

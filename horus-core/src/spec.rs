@@ -355,6 +355,16 @@ impl StackPlan {
         out
     }
 
+    /// The value given to parameter `key` of layer `layer`, if the spec gives one.
+    pub fn param(&self, layer: &str, key: &str) -> Option<&str> {
+        self.layers
+            .iter()
+            .filter(|(l, _)| l.name == layer)
+            .flat_map(|(_, p)| p.iter())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The spec in canonical form (presets expanded, parameters as given).
     pub fn spec(&self) -> String {
         let parts: Vec<String> = self

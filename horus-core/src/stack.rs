@@ -429,7 +429,10 @@ impl Stack {
             | Down::Cut(_)
             | Down::Join(_)
             // No membership service took the state: there is no joiner to give it to.
-            | Down::Snapshot(_) => {}
+            | Down::Snapshot(_)
+            | Down::MergeAsk(_)
+            | Down::MergeWith { .. }
+            | Down::Install(_) => {}
         }
     }
 

@@ -39,6 +39,11 @@ pub fn registry() -> Registry {
         "the default: every service level, in views that change when members fail",
     );
     r.add_preset(
+        "evs",
+        "gms(partitionable=true):frag:total:causal:safe:flow:stable:mnak:suspect:pt2pt:pack",
+        "every service level, partitionable: each side of a partition goes on, and views merge when it heals",
+    );
+    r.add_preset(
         "ordered",
         "frag:total:causal:safe:flow:stable:mnak:pt2pt:pack",
         "every service level: fifo, causal, total and safe, over the reliable layers",

@@ -859,7 +859,12 @@ impl<'a> Sim<'a> {
                 self.procs[node].stack = None;
             }
             // The membership service handles these below the application.
-            Up::Suspect(_) | Up::Stable(_) | Up::BlockOk | Up::Received(_) | Up::Flush => {}
+            Up::Suspect(_)
+            | Up::Stable(_)
+            | Up::BlockOk
+            | Up::Received(_)
+            | Up::Flush
+            | Up::MergeReady { .. } => {}
         }
     }
 
