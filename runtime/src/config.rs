@@ -148,8 +148,8 @@ impl TransportConfig {
         self
     }
 
-    /// Seed members' unicast addresses (unicast-only mode; in multicast mode they only get
-    /// directory gossip).
+    /// Seed members' unicast addresses, where a unicast-only member asks to join and sends
+    /// its gossip. Unused in multicast mode, where join requests go to the group.
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds = seeds.into_iter().collect();
         self

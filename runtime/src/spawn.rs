@@ -31,6 +31,16 @@ pub fn spawn(
         .local_addr()
         .map_err(|source| RuntimeError::Socket { addr: transport.bind, source })?;
     let buffers = sockets.buffers;
+    if buffers.recv < transport.recv_buffer || buffers.send < transport.send_buffer {
+        tracing::warn!(
+            asked_recv = transport.recv_buffer,
+            asked_send = transport.send_buffer,
+            granted_recv = buffers.recv,
+            granted_send = buffers.send,
+            "the kernel granted smaller socket buffers than asked: bursts may be lost; raise \
+             net.core.rmem_max and net.core.wmem_max"
+        );
+    }
     let route = match transport.group {
         Some(group) => Route::Multicast(group),
         None => Route::UnicastOnly {

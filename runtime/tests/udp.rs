@@ -476,3 +476,35 @@ async fn ipv6_multicast_send_errors_are_counted_not_fatal() {
     handle.counters().await.expect("the member still runs");
     handle.shutdown().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_application_gets_every_event_in_order_through_a_full_channel() {
+    let group = GroupName::new("udp-slow-app");
+    let member =
+        Member::join(plan(), group.clone(), Endpoint::new(1, 0), Rng::new(1), Time::ZERO, true)
+            .expect("the plan builds");
+    // Room for one event: the rest wait in the node while the application is not reading.
+    let config =
+        TransportConfig::unicast_only([]).bind("127.0.0.1:0".parse().unwrap()).event_capacity(1);
+    let mut handle = spawn(Box::new(member), &group, config).expect("spawns");
+    let events = async {
+        while !matches!(handle.next_event().await, Some(Up::View(_))) {}
+        for k in 0..100u32 {
+            let msg = Message::new(Bytes::from(k.to_be_bytes().to_vec())).with_level(Level::Fifo);
+            handle.down(Down::Cast(msg)).await.expect("runs");
+        }
+        let mut next = 0u32;
+        while next < 100 {
+            match handle.next_event().await.expect("the member runs") {
+                Up::Cast { msg, .. } => {
+                    assert_eq!(&msg.payload()[..], next.to_be_bytes(), "out of order");
+                    next += 1;
+                }
+                Up::Block => handle.down(Down::BlockOk).await.expect("runs"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, events).await.expect("every cast delivered");
+    handle.shutdown().await.expect("clean stop");
+}
