@@ -15,7 +15,7 @@ pub const DEFAULT_RECV_BATCH: usize = 64;
 /// Events held for the application before the driver stops polling the node for more.
 pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 
-/// Commands (down events) queued before [`MemberHandle::down`](crate::MemberHandle::down)
+/// Commands (down events) queued before [`MemberControl::down`](crate::MemberControl::down)
 /// waits.
 pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 
@@ -135,7 +135,7 @@ impl TransportConfig {
     }
 
     /// Socket receive and send buffer sizes to ask for; the kernel may grant less (see
-    /// [`MemberHandle::buffers`](crate::MemberHandle::buffers)).
+    /// [`MemberControl::buffers`](crate::MemberControl::buffers)).
     pub fn buffers(mut self, recv: usize, send: usize) -> Self {
         self.recv_buffer = recv;
         self.send_buffer = send;
@@ -173,9 +173,9 @@ impl TransportConfig {
         self
     }
 
-    /// Down events queued for the driver; past it [`MemberHandle::down`] waits.
+    /// Down events queued for the driver; past it [`MemberControl::down`] waits.
     ///
-    /// [`MemberHandle::down`]: crate::MemberHandle::down
+    /// [`MemberControl::down`]: crate::MemberControl::down
     pub fn command_capacity(mut self, n: usize) -> Self {
         self.command_capacity = n;
         self

@@ -1,7 +1,7 @@
 //! Datagrams in and out in batches: the seam for a batched backend.
 //!
 //! The driver asks for two operations only: read every datagram a socket has ready (up to a
-//! limit) into a [`RxBatch`], and send a [`TxBatch`] of encoded datagrams. This portable
+//! limit) into an `RxBatch`, and send a `TxBatch` of encoded datagrams. This portable
 //! backend drains with `try_recv_buf_from` / `try_send_to`, one system call per datagram; a
 //! batched one (`recvmmsg`/`sendmmsg`, GSO and GRO, e.g. the `quinn-udp` crate's
 //! `UdpSocketState`) replaces these two functions without touching the driver: a `TxBatch`

@@ -1,4 +1,4 @@
-//! The tokio runtime of Horus for Rust: runs a member's sans-IO [`Node`] over real UDP.
+//! The tokio runtime of Horus for Rust: runs a member's sans-IO [`Node`](horus_core::Node) over real UDP.
 //!
 //! [`spawn`] opens the member's sockets ([`TransportConfig`]: IP multicast, or unicast-only
 //! with seeds) and starts one tokio task, the *driver*, that owns the node and the sockets. The
@@ -16,7 +16,7 @@
 //! 3. waits for the first of: a stop, commands from the handle (up to 64 handled in one go),
 //!    a socket ready to read (every datagram it holds is read, up to
 //!    [`TransportConfig::recv_batch`], before the node is pumped again), the earliest deadline
-//!    (the node's [`Node::poll_timeout`], or the next gossip), room in the application's
+//!    (the node's [`Node::poll_timeout`](horus_core::Node::poll_timeout), or the next gossip), room in the application's
 //!    channel.
 //!
 //! The node's clock ([`horus_core::Time`]) is the monotonic clock in nanoseconds since
@@ -34,7 +34,7 @@
 //! on a socket bound to the group's address and port with `SO_REUSEADDR` and `SO_REUSEPORT`,
 //! so that the members on one host share the port, and joined to the group on the configured
 //! interface. Multicast loop is on (members on one host hear each other), the TTL is
-//! configurable, and both sockets ask for large buffers ([`MemberHandle::buffers`] tells what
+//! configurable, and both sockets ask for large buffers ([`MemberControl::buffers`] tells what
 //! the kernel granted).
 //!
 //! # The directory
@@ -55,7 +55,7 @@
 //!
 //! # Faults
 //! [`FaultSwitch`] (set in [`TransportConfig::faults`], changed through
-//! [`MemberHandle::faults`]) drops a seeded fraction of the datagrams each way, or every
+//! [`MemberControl::faults`]) drops a seeded fraction of the datagrams each way, or every
 //! datagram from and to chosen endpoints; it heals at once.
 //!
 //! # Examples
