@@ -83,6 +83,8 @@ struct Run {
     exited: bool,
     view: ViewId,
     next_gossip: Option<Instant>,
+    /// Where our own casts come back from (multicast loop), once seen.
+    own_addr: Option<SocketAddr>,
     /// Whether a send error was logged already (they are counted each; logged once).
     send_error_logged: bool,
 }
@@ -134,6 +136,7 @@ impl Driver {
             app_gone: false,
             exited: false,
             next_gossip,
+            own_addr: None,
             send_error_logged: false,
         };
         let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(epoch));
@@ -281,20 +284,26 @@ impl Run {
             self.delta.fault_dropped_in += 1;
             return;
         }
-        if let Some(e) = sender {
-            if e != self.me {
+        match sender {
+            Some(e) if e == self.me => self.own_addr = Some(from),
+            Some(e) => {
                 self.dir.learn(e, from, self.node.view());
             }
+            None => {}
         }
         self.node.receive(now, datagram);
     }
 
-    /// Who sent `datagram`, if it says and the directory does not know already.
+    /// Who sent `datagram`, if it says and the directory does not know already (ourselves,
+    /// known by address, so our looped-back casts are not parsed again).
     #[inline]
     fn identify(&self, datagram: &Bytes, from: SocketAddr) -> Option<Endpoint> {
         if is_outside(datagram) {
             // It names its sender: a new incarnation may be at an old address.
             return parse_outside(self.group_tag, datagram).map(|(e, _)| e);
+        }
+        if self.own_addr == Some(from) {
+            return Some(self.me);
         }
         if self.dir.endpoint(from).is_some() {
             return None;
