@@ -507,7 +507,7 @@ fn a_member_that_left_counts_toward_the_majority_of_the_next_primary_view() {
     let (a, b, c) = (p(0), p(1), p(2));
     let v0 = view(0, &[a, b, c], &[]);
     let v1 = view(1, &[a], &[&v0]);
-    let primary = Promises { membership: Membership::Primary, liveness: None };
+    let primary = Promises { membership: Membership::Primary, ..Promises::default() };
     // c crashed and b left: a goes on alone, b having taken part in the change.
     let left = H::new()
         .install(&[a, b, c], &v0)
