@@ -63,10 +63,29 @@
 //! make one view change. Only a majority of the view goes on (primary partition): a
 //! coordinator left with a minority does not install.
 //!
+//! Partitionable membership (`gms(partitionable=true)`, the preset `evs`; extended virtual
+//! synchrony): no majority is needed, so each side of a partition goes on in a view of its
+//! own, and views merge when they hear each other. The first members of two views beacon
+//! (the member does, outside the views); the lower endpoint asks the other to merge
+//! (`Down::MergeAsk`). The asked view runs a change as for a join, and once every survivor
+//! has prepared, instead of committing it says `Up::MergeReady` with its members (repeated
+//! until answered) and waits up to `merge_wait` (default 1s). The asking view then runs a
+//! change (`Down::MergeWith`) whose view holds its survivors, then the other view's members,
+//! then joiners, with an ltime past both views and both in `prev`. Its first member welcomes
+//! the other view's members with it (`Down::Install`); their coordinator, still waiting,
+//! has its survivors install it (`Install`). If the merged view does not come in time, the
+//! waiting view commits its own prepared view. Each side flushed its own view first, so
+//! virtual synchrony holds in each; the sides' states are reconciled by the member (the
+//! merging side's state is given to the other side's members, as to joiners).
+//!
+//! Every view a coordinator proposes has an ltime past all it proposed before in the view,
+//! so two proposals never share an id; `Prepared` and `Commit` name views whole all the same.
+//!
 //! Headers, on point-to-point sends only (casts pass untouched): `Pass` on the application's
 //! sends; `Fail`, `FlushOk`, `Suspicion`, `Missed`, `Leave`, `Cut`, `HaveCut`, `Go`,
-//! `Prepared`, `Commit`. No
-//! parameters, no timers: suspicion and retransmission are the layers' below.
+//! `Prepared`, `Commit`, `Install`. Parameters: `partitionable` (false), `merge_wait` (1s).
+//! Timers: only while waiting for a merged view. Suspicion and retransmission are the layers'
+//! below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -120,16 +139,21 @@ enum Header {
     HaveCut { failed: Vec<Rank> },
     /// Coordinator to survivors: every survivor holds the cut; flush.
     Go { failed: Vec<Rank> },
-    /// Member to coordinator: flushed, and the view of the cut prepared.
-    Prepared { failed: Vec<Rank> },
+    /// Member to coordinator: flushed, and `view` prepared. Views are named whole here and in
+    /// `Commit`: two proposals of one coordinator for one ltime share an id.
+    Prepared { failed: Vec<Rank>, view: View },
     /// Coordinator to survivors: every survivor has prepared the view; install it.
-    Commit { failed: Vec<Rank>, view: ViewId },
+    Commit { failed: Vec<Rank>, view: View },
     /// Coordinator to survivors, after a flush to merge: install the merged view instead.
     Install { failed: Vec<Rank>, view: View },
 }
 
 /// The timer of a coordinator waiting for a merged view.
 const MERGE_TIMER: u64 = 1;
+/// The timer of a coordinator repeating its grant while it waits.
+const GRANT_TIMER: u64 = 2;
+/// How often a waiting coordinator repeats its grant.
+const GRANT_AGAIN: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -183,6 +207,8 @@ pub struct Gms {
     /// over a one-way link must not have it removed alone).
     reports: BTreeMap<Rank, BTreeSet<Rank>>,
     done: bool,
+    /// Coordinating: the highest ltime of a view proposed here (or adopted).
+    proposed_ltime: u64,
     /// Extended virtual synchrony: no majority needed; views of the group merge.
     partitionable: bool,
     /// How long a view that flushed to merge waits for the merged view before it goes on
@@ -215,6 +241,8 @@ struct Round {
     merge: Option<Merge>,
     /// Flushed to merge: waiting for the merged view.
     waiting: bool,
+    /// The members granted to the merge.
+    grant: Vec<Endpoint>,
 }
 
 impl Round {
@@ -229,6 +257,7 @@ impl Round {
             prepared: BTreeSet::new(),
             merge: None,
             waiting: false,
+            grant: Vec::new(),
         }
     }
 
@@ -266,6 +295,7 @@ impl Gms {
             leavers: BTreeSet::new(),
             reports: BTreeMap::new(),
             done: false,
+            proposed_ltime: 0,
             partitionable: false,
             merge_wait: Duration::from_secs(1),
             stats: Stats::default(),
@@ -523,7 +553,8 @@ impl Gms {
                 .filter(|r| !self.leavers.contains(r))
                 .filter_map(|r| self.view.member(*r))
                 .collect();
-            let (mut ltime, mut prev) = (ltime, vec![self.view.id]);
+            // Past every view we proposed here before: each proposal has an id of its own.
+            let (mut ltime, mut prev) = (ltime.max(self.proposed_ltime), vec![self.view.id]);
             if let Some(Merge::With { view, members: theirs }) = &round.merge {
                 // A merge: the other view's members come after ours.
                 members.extend(theirs.iter().filter(|e| !self.view.contains(**e)));
@@ -535,6 +566,7 @@ impl Gms {
             members.extend(joiners.filter(|e| !members.contains(e)).collect::<Vec<_>>());
             View { id: ViewId::new(ltime + 1, me), members, prev }
         });
+        self.proposed_ltime = self.proposed_ltime.max(view.id.ltime);
         let round = self.round.as_mut().expect("checked above");
         round.view = Some(view.clone());
         let failed = round.wire();
@@ -600,11 +632,12 @@ impl Gms {
         self.check_cut(cx);
     }
 
-    fn on_prepared(&mut self, from: Rank, failed: Vec<Rank>, cx: &mut Cx<'_>) {
+    fn on_prepared(&mut self, from: Rank, failed: Vec<Rank>, theirs: View, cx: &mut Cx<'_>) {
         let committed = self.committed;
         let Some(round) = self.round_for(&failed) else { return };
-        let Some(view) = round.view.as_ref().filter(|_| !committed) else { return };
-        let id = view.id;
+        let Some(view) = round.view.clone().filter(|v| !committed && *v == theirs) else {
+            return;
+        };
         let Some(survivors) = self.tally(from, |r| &mut r.prepared) else { return };
         let round = self.round.as_mut().expect("tallied");
         if let Some(Merge::Grant { to }) = round.merge {
@@ -612,27 +645,29 @@ impl Gms {
                 // Flushed to merge: the asking coordinator makes the next view. If it does
                 // not within `merge_wait`, we go on with the view prepared.
                 round.waiting = true;
-                let members: Vec<Endpoint> = survivors
+                round.grant = survivors
                     .iter()
                     .filter(|r| !self.leavers.contains(r))
                     .filter_map(|r| self.view.member(*r))
                     .collect();
+                let members = round.grant.clone();
                 cx.up(Up::MergeReady { to, view: self.view.id, members });
                 cx.timer_after(self.merge_wait, MERGE_TIMER);
+                cx.timer_after(GRANT_AGAIN, GRANT_TIMER);
             }
             return;
         }
-        self.commit(survivors, id, cx);
+        self.commit(survivors, view, cx);
     }
 
     /// Every survivor has flushed and prepared the view: from here on every later round adopts
     /// it, so it is installed wherever it is installed at all.
-    fn commit(&mut self, survivors: Vec<Rank>, id: ViewId, cx: &mut Cx<'_>) {
+    fn commit(&mut self, survivors: Vec<Rank>, view: View, cx: &mut Cx<'_>) {
         let Some(round) = self.round.as_ref() else { return };
         self.committed = true;
         let failed = round.wire();
         for r in survivors {
-            self.send(r, &Header::Commit { failed: failed.clone(), view: id }, cx);
+            self.send(r, &Header::Commit { failed: failed.clone(), view: view.clone() }, cx);
         }
     }
 
@@ -668,8 +703,8 @@ impl Gms {
         cx.up(Up::View(Arc::new(view)));
     }
 
-    fn on_commit(&mut self, from: Rank, view: ViewId, cx: &mut Cx<'_>) {
-        let prepared = self.prepared.as_ref().filter(|p| p.id == view);
+    fn on_commit(&mut self, from: Rank, view: View, cx: &mut Cx<'_>) {
+        let prepared = self.prepared.as_ref().filter(|p| **p == view);
         if self.leader != Some(from) || !self.flushed || self.done || prepared.is_none() {
             return self.stats.refused += 1;
         }
@@ -724,7 +759,7 @@ impl Layer for Gms {
                 }
                 Ok(Header::HaveCut { failed }) => self.on_have_cut(from, failed, cx),
                 Ok(Header::Go { failed }) => self.on_go(from, failed, cx),
-                Ok(Header::Prepared { failed }) => self.on_prepared(from, failed, cx),
+                Ok(Header::Prepared { failed, view }) => self.on_prepared(from, failed, view, cx),
                 Ok(Header::Commit { failed: _, view }) => self.on_commit(from, view, cx),
                 Ok(Header::Install { failed: _, view }) => self.on_install(from, view, cx),
                 Err(_) => self.stats.bad_header += 1,
@@ -747,11 +782,13 @@ impl Layer for Gms {
                 }
             }
             Up::Flush => {
-                if let (Some(leader), true) = (self.leader, self.flushing) {
+                // Flushing implies a cut, which names the view to prepare.
+                let view = self.cut.as_ref().map(|(_, view, _)| view.clone());
+                if let (Some(leader), true, Some(view)) = (self.leader, self.flushing, view) {
                     self.flushed = true;
-                    self.prepared = self.cut.as_ref().map(|(_, view, _)| view.clone());
+                    self.prepared = Some(view.clone());
                     let failed = self.failed.iter().copied().collect();
-                    self.send(leader, &Header::Prepared { failed }, cx);
+                    self.send(leader, &Header::Prepared { failed, view }, cx);
                 }
             }
             ev => cx.up(ev),
@@ -817,12 +854,22 @@ impl Layer for Gms {
         }
     }
 
-    fn timer(&mut self, _: Token, cx: &mut Cx<'_>) {
-        // No merged view came: go on with the view prepared.
+    fn timer(&mut self, token: Token, cx: &mut Cx<'_>) {
         let Some(round) = self.round.as_ref().filter(|r| r.waiting && !self.committed) else {
             return;
         };
-        let (Some(view), failed) = (round.view.as_ref().map(|v| v.id), round.failed.clone()) else {
+        if token == Token(GRANT_TIMER) {
+            // The grant travels outside the views, unacknowledged: say it again until the
+            // merged view comes or we stop waiting.
+            if let Some(Merge::Grant { to }) = round.merge {
+                let members = round.grant.clone();
+                cx.up(Up::MergeReady { to, view: self.view.id, members });
+                cx.timer_after(GRANT_AGAIN, GRANT_TIMER);
+            }
+            return;
+        }
+        // No merged view came: go on with the view prepared.
+        let (Some(view), failed) = (round.view.clone(), round.failed.clone()) else {
             return;
         };
         self.stats.merges_abandoned += 1;
@@ -974,11 +1021,11 @@ mod tests {
         control(&mut h, 2, Header::HaveCut { failed: vec![Rank(1)] });
         let gos: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
         assert_eq!(gos, vec![Header::Go { failed: vec![Rank(1)] }; 2]);
-        control(&mut h, 0, Header::Prepared { failed: vec![Rank(1)] });
+        control(&mut h, 0, Header::Prepared { failed: vec![Rank(1)], view: view.clone() });
         assert!(sent(&mut h).is_empty(), "rank 2 may still need retransmissions from us");
-        control(&mut h, 2, Header::Prepared { failed: vec![Rank(1)] });
+        control(&mut h, 2, Header::Prepared { failed: vec![Rank(1)], view: view.clone() });
         let commits: Vec<Header> = sent(&mut h).into_iter().map(|(_, hdr)| hdr).collect();
-        assert_eq!(commits, vec![Header::Commit { failed: vec![Rank(1)], view: view.id }; 2]);
+        assert_eq!(commits, vec![Header::Commit { failed: vec![Rank(1)], view: view.clone() }; 2]);
     }
 
     #[test]
@@ -1032,13 +1079,18 @@ mod tests {
         control(&mut h, 0, Header::Go { failed: vec![Rank(2)] });
         assert!(matches!(h.take_downs().as_slice(), [Down::Flush]));
         h.up(Up::Flush);
-        assert_eq!(sent(&mut h), vec![(Rank(0), Header::Prepared { failed: vec![Rank(2)] })]);
+        let prepared = Header::Prepared { failed: vec![Rank(2)], view: view.clone() };
+        assert_eq!(sent(&mut h), vec![(Rank(0), prepared)]);
         assert!(h.take_ups().is_empty(), "no view before every survivor has prepared");
         // A commit of another view is refused.
-        let other = ViewId::new(1, ep(1));
+        let other = View { id: ViewId::new(1, ep(1)), ..view.clone() };
         control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: other });
+        // So is one of the same id but other members: a proposal it replaced.
+        let same_id = View { members: vec![ep(1)], ..view.clone() };
+        control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: same_id });
         assert!(h.take_ups().is_empty());
-        control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: view.id });
+        assert!(h.take_ups().is_empty());
+        control(&mut h, 0, Header::Commit { failed: vec![Rank(2)], view: view.clone() });
         match h.take_ups().as_slice() {
             [Up::View(v)] => assert_eq!(**v, view),
             other => panic!("{other:?}"),
@@ -1115,6 +1167,82 @@ mod tests {
         let cuts = sent(&mut h);
         let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
         assert_eq!(view.members, vec![ep(0), ep(1), ep(2)]);
+    }
+
+    fn evs(n: usize, rank: u32) -> Harness {
+        Harness::from_info(n, rank, &INFO, "partitionable=true,merge_wait=1s")
+    }
+
+    /// Runs a change with no failure at the coordinator `h` of `n` members, all reporting
+    /// equal rows; returns the view of its cut.
+    fn flush_all(h: &mut Harness, n: u32) -> View {
+        h.take_downs();
+        for r in 0..n {
+            control(h, r, ok(&[], &vec![0; n as usize]));
+        }
+        let cuts = sent(h);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        for r in 0..n {
+            control(h, r, Header::Prepared { failed: vec![], view: view.clone() });
+        }
+        view.clone()
+    }
+
+    #[test]
+    fn a_view_asked_to_merge_flushes_grants_and_installs_the_merged_view() {
+        let mut b = evs(2, 0);
+        let asker = Endpoint::new(7, 0);
+        b.down(Down::MergeAsk(asker));
+        let own = flush_all(&mut b, 2);
+        // Flushed: the grant goes to the asker, with our members; no commit yet.
+        let ups = b.take_ups();
+        let grant = ups.iter().find_map(|u| match u {
+            Up::MergeReady { to, members, .. } => Some((*to, members.clone())),
+            _ => None,
+        });
+        assert_eq!(grant, Some((asker, vec![ep(0), ep(1)])));
+        assert!(sent(&mut b).is_empty());
+        // The merged view comes: every survivor is told to install it.
+        let merged = View {
+            id: ViewId::new(3, asker),
+            members: vec![asker, ep(0), ep(1)],
+            prev: vec![ViewId::new(2, asker), own.prev[0]],
+        };
+        b.down(Down::Install(merged.clone()));
+        let installs: Vec<Header> = sent(&mut b).into_iter().map(|(_, hdr)| hdr).collect();
+        assert_eq!(installs, vec![Header::Install { failed: vec![], view: merged }; 2]);
+        assert_eq!(b.counter("merges"), 1);
+    }
+
+    #[test]
+    fn a_view_whose_merge_never_comes_goes_on_alone() {
+        let mut b = evs(2, 0);
+        b.down(Down::MergeAsk(Endpoint::new(7, 0)));
+        let own = flush_all(&mut b, 2);
+        b.advance(Duration::from_millis(1100));
+        let commits: Vec<Header> = sent(&mut b)
+            .into_iter()
+            .map(|(_, hdr)| hdr)
+            .filter(|h| matches!(h, Header::Commit { .. }))
+            .collect();
+        assert_eq!(commits, vec![Header::Commit { failed: vec![], view: own }; 2]);
+        assert_eq!(b.counter("merges_abandoned"), 1);
+    }
+
+    #[test]
+    fn the_asking_view_takes_the_granted_members_in() {
+        let mut a = evs(2, 0);
+        let other = ViewId::new(5, Endpoint::new(9, 0));
+        let theirs = vec![Endpoint::new(9, 0), Endpoint::new(8, 0)];
+        a.down(Down::MergeWith { view: other, members: theirs.clone() });
+        let merged = flush_all(&mut a, 2);
+        assert_eq!(merged.members, vec![ep(0), ep(1), theirs[0], theirs[1]]);
+        assert_eq!(merged.id.ltime, 6, "past both views");
+        assert_eq!(merged.prev[1], other);
+        // Without partitionable membership nobody merges.
+        let mut primary = gms(2, 0);
+        primary.down(Down::MergeAsk(Endpoint::new(7, 0)));
+        assert!(sent(&mut primary).is_empty());
     }
 
     #[test]

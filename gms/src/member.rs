@@ -382,14 +382,22 @@ impl Member {
         }
         let joined = self.joining.take().is_some();
         self.views += 1;
+        // A view merged into the view of the coordinator that made it (its first `prev`): the
+        // members that come from another view take that view's state, as joiners do, from
+        // the members they did not know (the merging side first, joiners last).
+        let merged_in = view.prev.len() > 1
+            && previous.as_ref().is_some_and(|p| view.prev.first() != Some(&p.id));
         self.olds = match &previous {
+            Some(p) if merged_in => {
+                view.members.iter().copied().filter(|e| !p.contains(*e)).collect()
+            }
             Some(p) => view.members.iter().copied().filter(|e| p.contains(*e)).collect(),
             None => welcome_olds.unwrap_or_else(|| view.members.clone()),
         };
         self.emit(Up::View(view.clone()));
-        // A merge brings no state: each side keeps its own (the application reconciles).
-        if self.state_transfer && view.prev.len() <= 1 {
-            self.state_at_install(&view, previous.as_ref(), joined);
+        if self.state_transfer {
+            let previous = previous.as_ref().filter(|_| !merged_in);
+            self.state_at_install(&view, previous, joined || merged_in);
         }
         if self.leaving {
             // The request may not have been acted on in the view that ended.
@@ -478,7 +486,13 @@ impl Member {
                 }
             }
             Ok(Outside::MergeGrant { view, members }) => {
-                if let Some(stack) = self.stack.as_mut() {
+                let Some(stack) = self.stack.as_mut() else { return };
+                let current = stack.view().clone();
+                if current.prev.contains(&view) && current.members.first() == Some(&self.endpoint) {
+                    // Merged already: the granting coordinator missed the merged view.
+                    let welcome = Outside::Welcome { view: current, olds: self.olds.clone() };
+                    self.send_outside(Dest::Member(from), &welcome);
+                } else {
                     stack.down(self.now, Down::MergeWith { view, members });
                     self.pump();
                 }

@@ -35,7 +35,9 @@
 //! 8. [FIFO](Property::Fifo), every level, gap-free: if m1 and m2 are cast in this order by
 //!    one sender with one sending view and q delivers m2, q delivered m1 before m2.
 //! 9. [Causal](Property::Causal): if m happens before m' (one sender cast m then m', or the
-//!    sender of m' delivered m before casting m', transitively), m' is at a causal level, both
+//!    sender of m' delivered m before casting m', transitively through casts delivered at a
+//!    causal level: a cast delivered at a lower level, out of causal order, brings only itself
+//!    into its deliverer's past, not what its sender had delivered), m' is at a causal level, both
 //!    have one sending view and q delivers m', q delivered m before m'. Pairs with one sender
 //!    are FIFO's and are not reported again here.
 //! 10. [Total](Property::Total): two processes that both deliver m and m', both at a total
@@ -43,12 +45,16 @@
 //!     process only in the views it survives (moves on from, or is alive in at the end): a
 //!     process that crashes or is excluded may have delivered its last view's `Total` casts in
 //!     an order the survivors never learnt, as with Isis' ABCAST (non-uniform total order).
-//!     `Safe` casts are in one order at every process (uniform total order).
+//!     `Safe` casts are in one order at every process (uniform total order). With
+//!     `Membership::Partitionable` two processes are held to one order for the casts of a view
+//!     only if they went on to the same next view (or both stayed in it).
 //! 11. [Uniform](Property::Uniform): if any process, even one that then crashes, delivers a
 //!     `Safe` m while in V, every q that installed V and then another view delivered m before
 //!     leaving V, and every q alive at the end with V its last view delivered m. Reported only
 //!     when the delivering process and q did not both move on to the same next view: that case
-//!     is virtual synchrony's.
+//!     is virtual synchrony's. With `Membership::Partitionable` (extended virtual synchrony)
+//!     the deliverer obliges q only if it is a member of q's next view: each side of a
+//!     partition delivers at its own flush what all of that side holds.
 //! 12. [Primary component](Property::PrimaryComponent), with `Membership::Primary` only: the
 //!     distinct views installed, sorted by id, form a sequence in which each view keeps a
 //!     strict majority of the members of the one before and names it in `prev`.
@@ -316,15 +322,16 @@ pub fn check(history: &History, promises: &Promises) -> Report {
     run.fifo(&mut sink);
     let clocks = run.replay(&mut sink);
     run.causal(&clocks, &mut sink);
-    run.total(&mut sink);
-    run.uniform(&mut sink);
+    let partitionable = promises.membership == Membership::Partitionable;
+    run.total(partitionable, &mut sink);
+    run.uniform(partitionable, &mut sink);
     if promises.membership == Membership::Primary {
         run.primary_component(&mut sink);
     }
     if let Some(liveness) = &promises.liveness {
         run.liveness(promises.membership, liveness.after, liveness.bound, &mut sink);
     }
-    run.state_transfer(promises.state_transfer, &mut sink);
+    run.state_transfer(promises.state_transfer, partitionable, &mut sink);
     // Checks emit in property order except the replay's integrity findings; a stable sort
     // keeps each property's own order.
     sink.violations.sort_by_key(|v| v.property);
@@ -822,10 +829,14 @@ impl<'h> Run<'h> {
                                 match &stamps[m] {
                                     Some(stamp) => {
                                         let clock = &mut clocks[p];
-                                        for (c, s) in clock.iter_mut().zip(stamp.iter()) {
-                                            *c = (*c).max(*s);
-                                        }
                                         let msg = &self.msgs[m];
+                                        // Only a cast delivered in causal order brings its
+                                        // sender's past along; any other, only itself.
+                                        if msg.level.is_causal() {
+                                            for (c, s) in clock.iter_mut().zip(stamp.iter()) {
+                                                *c = (*c).max(*s);
+                                            }
+                                        }
                                         let after = u32::try_from(msg.ord + 1).unwrap_or(u32::MAX);
                                         clock[msg.sender] = clock[msg.sender].max(after);
                                     }
@@ -926,7 +937,7 @@ impl<'h> Run<'h> {
         }
     }
 
-    fn total(&self, sink: &mut Sink) {
+    fn total(&self, partitionable: bool, sink: &mut Sink) {
         // Each process's total-level deliveries that the order binds: all `Safe` ones, and the
         // `Total` ones made in a view the process survived (moved on from, or was alive in at
         // the end). A process that crashes or is excluded may have delivered `Total` casts of
@@ -949,6 +960,15 @@ impl<'h> Run<'h> {
             .iter()
             .map(|seq| seq.iter().enumerate().map(|(i, &m)| (m, i)).collect())
             .collect();
+        // Partitionable: the view each process went on to after delivering each message.
+        let next: Vec<HashMap<usize, Option<ViewId>>> = self
+            .procs
+            .iter()
+            .map(|p| {
+                let after = |d: &Delivery| p.view_of(d.seg.map(|k| k + 1));
+                p.first_deliveries().filter(|_| partitionable).map(|(d, m)| (m, after(d))).collect()
+            })
+            .collect();
         for (i, p) in self.procs.iter().enumerate() {
             for (j, q) in self.procs.iter().enumerate().skip(i + 1) {
                 // The message p delivered earliest that q delivered latest so far.
@@ -957,6 +977,11 @@ impl<'h> Run<'h> {
                     let Some(&pos) = positions[j].get(&m) else {
                         continue;
                     };
+                    if partitionable && next[i].get(&m) != next[j].get(&m) {
+                        // Gone on to different views: each side ordered the casts it lacked an
+                        // order for at its own flush (the transitional configuration).
+                        continue;
+                    }
                     match ahead {
                         Some((at, earlier)) if pos < at => {
                             sink.add(Property::Total, || {
@@ -976,7 +1001,7 @@ impl<'h> Run<'h> {
         }
     }
 
-    fn uniform(&self, sink: &mut Sink) {
+    fn uniform(&self, partitionable: bool, sink: &mut Sink) {
         /// A process that delivered a message in a view, and the view it installed next.
         type Deliverer = (usize, Option<ViewId>);
         // (message, view it was delivered in) → its deliverers there.
@@ -1007,8 +1032,15 @@ impl<'h> Run<'h> {
                 if next.is_none() && !q.alive {
                     continue; // q crashed or left while in V: no obligation.
                 }
-                // Both moving on to one next view is virtual synchrony's case.
-                let witness = ds.iter().find(|&&(d, dn)| d != qi && !(dn.is_some() && dn == next));
+                // Both moving on to one next view is virtual synchrony's case. Partitionable:
+                // only a deliverer that stays connected with q (in q's next view) obliges it.
+                let next_holds = |d: usize| {
+                    let ep = self.procs[d].ep;
+                    q.segs.get(k + 1).is_none_or(|s| s.view.contains(ep))
+                };
+                let witness = ds.iter().find(|&&(d, dn)| {
+                    d != qi && !(dn.is_some() && dn == next) && (!partitionable || next_holds(d))
+                });
                 let Some(&(d, _)) = witness else { continue };
                 sink.add(Property::Uniform, || {
                     let (id, dp) = (self.msgs[m].id, self.procs[d].ep);
@@ -1171,7 +1203,7 @@ impl<'h> Run<'h> {
         }
     }
 
-    fn state_transfer(&self, promised: bool, sink: &mut Sink) {
+    fn state_transfer(&self, promised: bool, partitionable: bool, sink: &mut Sink) {
         // View → the first snapshot of it, by process order: the digest every other snapshot
         // and every state of that view must have.
         let mut first: BTreeMap<ViewId, (Endpoint, u64)> = BTreeMap::new();
@@ -1254,15 +1286,19 @@ impl<'h> Run<'h> {
                 }
             }
         }
-        // Virtual synchrony of the state: one digest among those moving from V to V'.
-        let mut moved: BTreeMap<(ViewId, ViewId), (Endpoint, u64)> = BTreeMap::new();
+        // Virtual synchrony of the state: one digest among those moving from V to V'. With
+        // partitionable membership the two sides of a merge keep the states they had (the
+        // application reconciles them), so only those that entered V with one state are held
+        // to one state in V'.
+        let mut moved: BTreeMap<(ViewId, ViewId, Option<u64>), (Endpoint, u64)> = BTreeMap::new();
         for p in &self.procs {
             for w in p.segs.windows(2) {
                 let Some(d) = w[1].digest else { continue };
                 let (from, to) = (w[0].view.id, w[1].view.id);
-                match moved.get(&(from, to)) {
+                let entered = if partitionable { w[0].digest } else { None };
+                match moved.get(&(from, to, entered)) {
                     None => {
-                        moved.insert((from, to), (p.ep, d));
+                        moved.insert((from, to, entered), (p.ep, d));
                     }
                     Some(&(q, dq)) if dq != d => sink.add(Property::StateTransfer, || {
                         let detail = format!(

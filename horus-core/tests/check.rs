@@ -416,6 +416,75 @@ fn causality_through_a_chain_of_processes_is_checked() {
 }
 
 #[test]
+fn a_fifo_cast_carries_no_causality_from_its_sender() {
+    let (a, b, c, d) = (p(0), p(1), p(2), p(3));
+    let all = [a, b, c, d];
+    let v0 = view(0, &all, &[]);
+    // a:1 → (b delivers it) → b:1 fifo → (c delivers it, before a:1) → c:1 causal. d delivers
+    // c:1 before a:1: c:1 follows b:1, not a:1, which c never had.
+    let h = H::new()
+        .install(&all, &v0)
+        .cast(a, 1, Level::Causal)
+        .deliver_all(&[a, b], a, 1, Level::Causal)
+        .multicast(b, 1, Level::Fifo, &all)
+        .multicast(c, 1, Level::Causal, &[c, d])
+        .deliver_all(&[c, d], a, 1, Level::Causal)
+        .deliver(b, c, 1, Level::Causal)
+        .deliver(a, c, 1, Level::Causal)
+        .build();
+    assert_ok(&check(&h, &plain()));
+    // Had b:1 been causal, c:1 would follow a:1 through it.
+    let h = H::new()
+        .install(&all, &v0)
+        .cast(a, 1, Level::Causal)
+        .deliver_all(&[a, b, c], a, 1, Level::Causal)
+        .multicast(b, 1, Level::Causal, &[a, b, c])
+        .multicast(c, 1, Level::Causal, &[c, d])
+        .deliver(d, a, 1, Level::Causal)
+        .deliver(d, b, 1, Level::Causal)
+        .deliver_all(&[a, b], c, 1, Level::Causal)
+        .build();
+    let vs = only(&check(&h, &plain()), Property::Causal);
+    assert!(vs.iter().all(|v| v.messages[1] == id(c, 1)), "{vs:?}");
+}
+
+#[test]
+fn partitionable_sides_are_held_to_one_order_only_within_a_side() {
+    let (a, b, c) = (p(0), p(1), p(2));
+    let v0 = view(0, &[a, b, c], &[]);
+    let left = view(1, &[a], &[&v0]);
+    let right = view(1, &[b, c], &[&v0]);
+    // a, cut off, ordered x and y one way at its flush; b and c the other way.
+    let h = H::new()
+        .install(&[a, b, c], &v0)
+        .cast(a, 1, Level::Safe)
+        .cast(b, 1, Level::Safe)
+        .deliver(a, a, 1, Level::Safe)
+        .deliver(a, b, 1, Level::Safe)
+        .deliver_all(&[b, c], b, 1, Level::Safe)
+        .deliver_all(&[b, c], a, 1, Level::Safe)
+        .view(a, &left)
+        .install(&[b, c], &right)
+        .build();
+    let evs = Promises { membership: Membership::Partitionable, ..Promises::default() };
+    assert_ok(&check(&h, &evs));
+    // One side disagreeing within itself is still a violation.
+    let h = H::new()
+        .install(&[a, b, c], &v0)
+        .cast(a, 1, Level::Safe)
+        .cast(b, 1, Level::Safe)
+        .deliver_all(&[a, b], a, 1, Level::Safe)
+        .deliver(c, b, 1, Level::Safe)
+        .deliver_all(&[a, b], b, 1, Level::Safe)
+        .deliver(c, a, 1, Level::Safe)
+        .view(a, &left)
+        .install(&[b, c], &right)
+        .build();
+    let vs = only(&check(&h, &evs), Property::Total);
+    assert_eq!(vs[0].processes, [b, c]);
+}
+
+#[test]
 fn total_order_disagreement_is_reported_as_total_only() {
     let (a, b) = (p(0), p(1));
     let v0 = view(0, &[a, b], &[]);

@@ -1,33 +1,32 @@
 //! `causal`: causal order of casts by vector timestamps.
 //!
 //! Adds ([`Props::CAUSAL`]): if a cast m happens before a cast m' (one sender cast m then m',
-//! or the sender of m' delivered m before casting m', transitively) and m' is at a causal
-//! level ([`Level::is_causal`]: `Causal`, `Total`, `Safe`), no member delivers m' before m.
-//! Casts at `Fifo` level keep only their sender's order, and every cast, whatever its level,
-//! stays behind its sender's earlier casts (FIFO across levels).
+//! or the sender of m' delivered m before casting m', transitively through casts delivered
+//! at a causal level) and m' is at a causal level ([`Level::is_causal`]: `Causal`, `Total`,
+//! `Safe`), no member delivers m' before m. Casts at `Fifo` level keep only their sender's
+//! order, and every cast, whatever its level, stays behind its sender's earlier casts (FIFO
+//! across levels).
 //! Needs below: reliable FIFO multicast ([`Props::RELIABLE_CAST`]): each sender's casts
 //! arrive once, in the order sent, our own included (looped back by the transport).
 //!
 //! The rule is Birman's CBCAST (*Building Secure and Reliable Network Applications*, ch.
 //! 13.12.5). Each member keeps `delivered[r]`, the casts of rank `r` it has passed up, and
-//! `past[r]`, the casts of `r` in its causal past: the entrywise maximum of the timestamps of
-//! the casts it delivered, and for each of those, its sender's cast count up to and including
-//! it. Every reliable cast, at every level (so that a dependency through a `Fifo` cast is
-//! tracked too), is stamped with `past` when it is cast; its sender's own entry is implicit,
-//! the k-th cast (from 0) of `p` having `T[p] = k`. Delivery: each sender's casts wait in a
-//! FIFO queue; the head of `p`'s queue is deliverable when it is below `Causal`, or when
-//! `delivered[r] >= T[r]` for every `r != p`. Delivering increments `delivered[p]` and merges
-//! `T` into `past`; after each arrival every deliverable head is delivered, again and again,
-//! until none is (one delivery can unblock another sender's head). Our own casts come back
-//! up through the same queue, so `delivered[me]` counts them, and so a cast of ours that
-//! follows a cast we have not delivered yet (we delivered a `Fifo` cast early that follows
-//! it) waits for it too.
+//! `past[r]`, the casts of `r` in its causal past: for each cast it delivered, its sender's
+//! cast count up to and including it, and for each cast it delivered at a causal level, that
+//! cast's timestamp too. Every reliable cast, at every level, is stamped with `past` when it
+//! is cast; its sender's own entry is implicit, the k-th cast (from 0) of `p` having
+//! `T[p] = k`. Delivery: each sender's casts wait in a FIFO queue; the head of `p`'s queue is
+//! deliverable when it is below `Causal`, or when `delivered[r] >= T[r]` for every `r != p`.
+//! Delivering increments `delivered[p]` and, for a causal cast, merges `T` into `past`; after
+//! each arrival every deliverable head is delivered, again and again, until none is (one
+//! delivery can unblock another sender's head). Our own casts come back up through the same
+//! queue, so `delivered[me]` counts them.
 //!
-//! When every cast is causal, `past` equals `delivered` (a cast is only delivered once its
-//! timestamp is covered) and the timestamp is the sender's delivered vector, as in CBCAST.
-//! `Fifo` casts are delivered ahead of their dependencies, so `past` may run ahead of
-//! `delivered`: stamping `delivered` there would lose the dependency of m'' on m in
-//! "q delivers m, casts m' (fifo); r delivers m' early, casts m''".
+//! A `Fifo` cast is delivered out of causal order, ahead of what its sender had delivered, so
+//! it brings only itself into our past, not its sender's past: were it to bring that past,
+//! our next causal cast would follow casts we may never hold (their sender partitioned away
+//! or failed), and we could not deliver our own cast. So `past` never runs ahead of
+//! `delivered`, and the timestamp is the sender's delivered vector, as in CBCAST.
 //!
 //! Timestamp compression (Singhal and Kshemkalyani, *An efficient implementation of vector
 //! clocks*, Information Processing Letters 43(1), 1992): a cast carries only the entries, other
@@ -311,8 +310,14 @@ impl Causal {
         }
         debug_assert_eq!(ts[p], self.delivered[p], "FIFO below: casts arrive in order");
         self.delivered[p] = self.delivered[p].next();
-        for (past, t) in self.past.iter_mut().zip(ts) {
-            *past = (*past).max(*t);
+        if msg.level().is_causal() {
+            // Delivered in causal order: what its sender had delivered is ours too. A cast of
+            // a lower level came out of causal order and brings only itself: taking its
+            // sender's past would make our next cast wait for casts we may never hold (our own
+            // included, which we could then not deliver).
+            for (past, t) in self.past.iter_mut().zip(ts) {
+                *past = (*past).max(*t);
+            }
         }
         self.past[p] = self.past[p].max(self.delivered[p]);
         self.stats.delivered += 1;
@@ -400,6 +405,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_delivery_brings_only_itself_into_our_past() {
+        // Rank 1's FIFO cast follows rank 0's first cast, which we never got: our next cast
+        // follows rank 1's cast, not rank 0's (else we could not deliver our own cast).
+        let mut h = causal(3, 2);
+        arrive(&mut h, 1, ts(Level::Fifo, &[(0, 1)], b"f"));
+        assert_eq!(payloads(&mut h), [b(b"f")]);
+        assert_eq!(
+            cast(&mut h, Level::Causal),
+            Header::Ts { level: Level::Causal, delta: vec![(Rank(1), Seqno(1))] }
+        );
+        // A causal delivery brings its sender's past along.
+        arrive(&mut h, 0, ts(Level::Causal, &[], b"a"));
+        arrive(&mut h, 1, ts(Level::Causal, &[(0, 1)], b"c"));
+        assert_eq!(payloads(&mut h), [b(b"a"), b(b"c")]);
+        assert_eq!(
+            cast(&mut h, Level::Causal),
+            Header::Ts {
+                level: Level::Causal,
+                delta: vec![(Rank(0), Seqno(1)), (Rank(1), Seqno(2))]
+            }
+        );
+    }
+
+    #[test]
     fn a_fifo_cast_waits_behind_its_senders_held_causal_cast() {
         let mut h = causal(3, 2);
         arrive(&mut h, 1, ts(Level::Causal, &[(0, 1)], b"b"));
@@ -437,22 +466,6 @@ mod tests {
         );
         assert_eq!(cast(&mut h, Level::Causal), Header::Ts { level: Level::Causal, delta: vec![] });
         assert_eq!(h.counter("casts"), 4);
-    }
-
-    #[test]
-    fn a_dependency_through_an_early_fifo_delivery_is_kept() {
-        // p0 cast a; p1 delivered a, then cast b at Fifo level. We deliver b before a (it is
-        // Fifo), then cast c: c follows a through b, so it names a, and waits for it here.
-        let mut h = causal(3, 2);
-        arrive(&mut h, 1, ts(Level::Fifo, &[(0, 1)], b"b"));
-        assert_eq!(payloads(&mut h), [b(b"b")]);
-        let Header::Ts { delta, .. } = cast(&mut h, Level::Causal) else { panic!() };
-        assert_eq!(delta, [(Rank(0), Seqno(1)), (Rank(1), Seqno(1))]);
-        let delta = delta.iter().map(|(r, s)| (r.0, s.0)).collect::<Vec<_>>();
-        arrive(&mut h, 2, ts(Level::Causal, &delta, b"c"));
-        assert!(payloads(&mut h).is_empty(), "our own cast waits for a");
-        arrive(&mut h, 0, ts(Level::Causal, &[], b"a"));
-        assert_eq!(payloads(&mut h), [b(b"a"), b(b"c")]);
     }
 
     #[test]
@@ -550,8 +563,11 @@ mod tests {
                 let p = msg.payload();
                 let (s, k) = (usize::from(p[0]), usize::from(u16::from_le_bytes([p[1], p[2]])));
                 assert_eq!(s, from.index());
-                for (c, t) in clock.iter_mut().zip(&casts[s][k].1) {
-                    *c = (*c).max(*t);
+                // Only a causal delivery brings its sender's past along.
+                if casts[s][k].0.is_causal() {
+                    for (c, t) in clock.iter_mut().zip(&casts[s][k].1) {
+                        *c = (*c).max(*t);
+                    }
                 }
                 clock[s] = clock[s].max(k as u64 + 1);
                 out.push((s, k));
@@ -637,10 +653,11 @@ mod tests {
     }
 
     #[test]
-    fn the_model_holds_a_cast_that_follows_another_through_a_fifo_cast() {
+    fn a_cast_that_follows_another_only_through_a_fifo_cast_is_not_held_for_it() {
         // An op is `sender + 3 * kind + 9 * sub`: kind 0 casts (sub 1: causal), else receives
         // from sender + 1 + sub. 0 casts (causal), 1 receives it, 1 casts (fifo), 2 receives
-        // 1's, 2 casts (causal); the receiver gets 2's, then 1's, then 0's.
+        // 1's, 2 casts (causal); the receiver gets 2's, then 1's, then 0's: 2's cast follows
+        // 1's, not 0's.
         let ops = [9, 1 + 3 + 9, 1, 2 + 3 + 9, 2 + 9];
         assert_eq!(model(&ops, &[2, 1, 0]), Ok(()));
     }
