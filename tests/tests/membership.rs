@@ -72,17 +72,7 @@ fn a_partitioned_minority_leaves_and_the_majority_goes_on() {
 #[test]
 fn every_fault_at_once_crashes_rejoins_leaves_pauses_partitions_and_one_way_links() {
     let plan = horus::processes(horus::registry().plan("vsync").unwrap());
-    let config = SimConfig {
-        faults: FaultConfig {
-            crashes: true,
-            partitions: true,
-            pauses: true,
-            oneway: true,
-            leaves: true,
-            restarts: true,
-        },
-        ..config()
-    };
+    let config = SimConfig { faults: FaultConfig::all(), ..config() };
     let failures = run_seeds(&*plan, &config, 600..600 + seeds(100), |_| {});
     assert_no_failures(
         &failures,

@@ -62,17 +62,7 @@ fn both_sides_of_a_partition_go_on_and_merge_when_it_heals() {
 #[test]
 fn every_fault_at_once_with_partitions_that_heal() {
     let plan = horus::processes(horus::registry().plan("evs").unwrap());
-    let config = SimConfig {
-        faults: FaultConfig {
-            crashes: true,
-            restarts: true,
-            leaves: true,
-            pauses: true,
-            partitions: true,
-            oneway: true,
-        },
-        ..config()
-    };
+    let config = SimConfig { faults: FaultConfig::all(), ..config() };
     let failures = run_seeds(&*plan, &config, 1000..1000 + seeds(200), |_| {});
     assert_no_failures(
         &failures,

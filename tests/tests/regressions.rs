@@ -71,14 +71,7 @@ fn seed_128_a_leaving_coordinator_installs_a_concurrent_view() {
             jitter: Duration::from_micros(50),
             ..LinkModel::default()
         },
-        faults: FaultConfig {
-            crashes: true,
-            restarts: true,
-            leaves: true,
-            pauses: true,
-            partitions: true,
-            oneway: true,
-        },
+        faults: FaultConfig::all(),
         traffic: Traffic { msgs: 40, sends: 10, min_size: 1, max_size: 1024, ..Traffic::default() },
         ..SimConfig::default()
     };

@@ -152,14 +152,7 @@ fn every_fault_at_once_with_restarted_members_given_the_state() {
     let config = SimConfig {
         nodes: 5,
         link: lossy_link(LinkModel::default().jitter),
-        faults: FaultConfig {
-            crashes: true,
-            restarts: true,
-            partitions: true,
-            pauses: true,
-            leaves: true,
-            oneway: true,
-        },
+        faults: FaultConfig::all(),
         traffic: Traffic {
             msgs: 30,
             sends: 10,

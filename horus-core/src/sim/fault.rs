@@ -76,6 +76,18 @@ pub struct FaultConfig {
 }
 
 impl FaultConfig {
+    /// Every kind of fault at once.
+    pub fn all() -> Self {
+        FaultConfig {
+            partitions: true,
+            crashes: true,
+            restarts: true,
+            pauses: true,
+            oneway: true,
+            leaves: true,
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.partitions || self.crashes || self.pauses || self.oneway || self.leaves
     }
