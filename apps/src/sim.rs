@@ -74,6 +74,10 @@ pub struct SimArgs {
     /// Crashed processes come back as new incarnations and join (with --crashes).
     #[arg(long)]
     joins: bool,
+    /// Start every process outside any view, all at once, asking to join: they must found
+    /// one group, not several.
+    #[arg(long)]
+    founding: bool,
     /// Casts per process.
     #[arg(long, default_value_t = 20)]
     msgs: usize,
@@ -194,6 +198,7 @@ impl SimArgs {
                 .collect(),
             fault_window: self.window,
             settle: self.settle,
+            founding: self.founding,
             traffic: Traffic {
                 msgs: self.msgs,
                 min_size: self.size.0,
@@ -266,6 +271,7 @@ impl SimArgs {
             ("oneway", self.oneway),
             ("leaves", self.leaves),
             ("joins", self.joins),
+            ("founding", self.founding),
             ("no-state-transfer", self.no_state_transfer),
         ] {
             if on {

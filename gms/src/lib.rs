@@ -90,10 +90,11 @@ impl Processes for GroupPlan {
         endpoint: Endpoint,
         rng: Rng,
         now: Time,
+        may_found: bool,
     ) -> Option<Result<Box<dyn Node>, StackError>> {
         // Under the primary-partition policy a restart rejoins the running group and never
         // founds one apart from it; with partitionable membership it may, and merges later.
-        let may_found = self.membership() == Membership::Partitionable;
+        let may_found = may_found || self.membership() == Membership::Partitionable;
         let member = Member::join(self.plan.clone(), group.clone(), endpoint, rng, now, may_found);
         Some(member.map(|m| Box::new(m.with_state_transfer(self.state_transfer)) as Box<dyn Node>))
     }

@@ -33,7 +33,7 @@
 //! application's sends (the byte is popped before `Up::Send` reaches it), `1` for the member's
 //! own state transfer messages.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ pub const JOIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Requests a joiner makes before it forms a group of its own.
 pub const JOIN_ATTEMPTS: u32 = 10;
+
+/// How long a joiner heard from another, lower joiner leaves the founding to it.
+pub const RIVAL_FOR: Duration = Duration::from_secs(2);
 
 /// What travels outside every view.
 #[derive(Serialize, Deserialize, Debug)]
@@ -110,6 +113,8 @@ pub struct Member {
     joining: Option<(u32, Time)>,
     /// Whether a joiner that hears nothing founds the group alone.
     may_found: bool,
+    /// While joining: other joiners heard, and when last.
+    rivals: BTreeMap<Endpoint, Time>,
     /// The stack of the view that ended, still serving retransmissions until the deadline.
     old: Option<(Stack, Time)>,
     now: Time,
@@ -207,6 +212,7 @@ impl Member {
             alone,
             joining: None,
             may_found: false,
+            rivals: BTreeMap::new(),
             old: None,
             now,
             up: VecDeque::new(),
@@ -439,7 +445,13 @@ impl Member {
     fn on_outside(&mut self, from: Endpoint, mut body: Message) {
         match body.pop::<Outside>() {
             Ok(Outside::Join) => {
-                let Some(stack) = self.stack.as_mut() else { return };
+                let Some(stack) = self.stack.as_mut() else {
+                    // Another joiner, as we are.
+                    if self.joining.is_some() && from != self.endpoint {
+                        self.rivals.insert(from, self.now);
+                    }
+                    return;
+                };
                 let view = stack.view().clone();
                 if view.contains(from) {
                     // Its welcome was lost: the first member of its view sends it again.
@@ -578,7 +590,13 @@ impl Member {
         if self.now < due {
             return;
         }
-        if self.may_found && attempts >= JOIN_ATTEMPTS {
+        // Of joiners that hear each other and nobody else, only the lowest endpoint founds;
+        // the others' requests then reach it, and they join its group: one group, not several.
+        // A lower joiner that founded stops asking, and admitting us may take it a while: it
+        // counts as long as `RIVAL_FOR` (one that crashed holds us up that long).
+        let heard = RIVAL_FOR;
+        let lower = self.rivals.iter().any(|(e, at)| *e < self.endpoint && self.now - *at <= heard);
+        if self.may_found && attempts >= JOIN_ATTEMPTS && !lower {
             let alone = self.alone.clone();
             return self.install(alone, None);
         }

@@ -84,14 +84,16 @@ pub trait Processes: Sync {
         rng: Rng,
         now: Time,
     ) -> Result<Box<dyn Node>, StackError>;
-    /// A process `endpoint` that is in no view and asks to join `group` (a restart, as a new
-    /// incarnation). `None` if these processes cannot join: a static group.
+    /// A process `endpoint` that is in no view and asks to join `group`: a restart, as a new
+    /// incarnation, or with `may_found`, a first process that forms the group if it finds
+    /// none. `None` if these processes cannot join: a static group.
     fn join(
         &self,
         _group: &GroupName,
         _endpoint: Endpoint,
         _rng: Rng,
         _now: Time,
+        _may_found: bool,
     ) -> Option<Result<Box<dyn Node>, StackError>> {
         None
     }

@@ -135,3 +135,24 @@ fn a_crashed_member_rejoins_as_a_new_incarnation() {
     });
     assert_no_failures(&failures, "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1");
 }
+
+#[test]
+fn concurrent_first_joiners_found_one_group() {
+    let plan = horus::processes(horus::registry().plan("vsync").unwrap());
+    let config = SimConfig { founding: true, ..config() };
+    let failures = run_seeds(&*plan, &config, 3000..3000 + seeds(100), |out| {
+        // One founder: exactly one view made from no other.
+        let founded: std::collections::BTreeSet<_> = out
+            .history
+            .procs
+            .values()
+            .flat_map(|p| &p.events)
+            .filter_map(|(_, ev)| match ev {
+                horus_core::Event::View { view, .. } if view.prev.is_empty() => Some(view.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(founded.len(), 1, "seed {}: founded {founded:?}", out.seed);
+    });
+    assert_no_failures(&failures, "horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --msgs 30 --sends 10 --size 1..4k --settle 4s --founding");
+}

@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub settle: Duration,
     /// Record a readable line for every event.
     pub trace: bool,
+    /// Every process starts outside any view and asks to join, all at once; the first
+    /// incarnations may found the group (concurrent first joiners must end in one group).
+    pub founding: bool,
 }
 
 impl Default for SimConfig {
@@ -88,6 +91,7 @@ impl Default for SimConfig {
             traffic: Traffic::default(),
             settle: Duration::from_secs(3),
             trace: false,
+            founding: false,
         }
     }
 }
@@ -136,7 +140,7 @@ pub enum SimError {
     NoNodes,
     #[error("service level `{level}` is not offered by stack `{stack}`; it offers: {offered}")]
     LevelNotOffered { level: Level, stack: String, offered: String },
-    #[error("restarts need processes that can join a group; those of `{0}` cannot")]
+    #[error("restarts and founding need processes that can join a group; those of `{0}` cannot")]
     RestartsNeedMembership(String),
     #[error("size range {0}..={1} is empty")]
     BadSizes(usize, usize),
@@ -298,7 +302,8 @@ impl<'a> Sim<'a> {
         if t.min_size > t.max_size {
             return Err(SimError::BadSizes(t.min_size, t.max_size));
         }
-        let restarts = config.faults.restarts
+        let restarts = config.founding
+            || config.faults.restarts
             || config.script.iter().any(|(_, f)| matches!(f, Fault::Restart(_)));
         if restarts && !plan.can_join() {
             // A restarted process is a new endpoint, which must join a running group.
@@ -426,10 +431,12 @@ impl<'a> Sim<'a> {
 
     /// Starts (or restarts) `node` as `endpoint`.
     fn start(&mut self, node: usize, endpoint: Endpoint) -> Result<(), SimError> {
-        // The first incarnations are members of the initial view; later ones join.
-        let joining = endpoint.incarnation > 0;
+        // The first incarnations are members of the initial view (or, founding, join with
+        // leave to found the group); later ones join.
+        let may_found = self.config.founding && endpoint.incarnation == 0;
+        let joining = endpoint.incarnation > 0 || may_found;
         let stack = if joining {
-            match self.plan.join(&self.group, endpoint, self.rng.fork(), self.now) {
+            match self.plan.join(&self.group, endpoint, self.rng.fork(), self.now, may_found) {
                 Some(node) => node?,
                 None => return Err(SimError::RestartsNeedMembership(self.plan.name())),
             }
