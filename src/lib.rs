@@ -14,7 +14,8 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), horus::Error> {
-//!     // The default stack (`vsync`) over loopback multicast: start this twice on one host.
+//!     // The default stack (`vsync`) over loopback multicast. Start this on one host, then
+//!     // again a second later: the first founds the group, the second joins it.
 //!     let mut group = Group::builder("chat").join().await?;
 //!     println!("I am {}; view {}", group.endpoint(), group.view());
 //!     group.cast("hello, everyone", Level::Total).await?;

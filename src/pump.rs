@@ -32,7 +32,7 @@ use horus_runtime::MemberHandle;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::group::{Command, Event, SnapshotRequest, Stats, Status, ViewChange};
-use crate::record::{self, Recorder, FLUSH_EVERY};
+use crate::record::{self, Recorder};
 use crate::rpc::{self, Call, CallId};
 use crate::wire::Header;
 
@@ -83,7 +83,7 @@ impl Pump {
             }
             let read_up = self.pending.is_none() && self.snapshot.is_none() && !self.exited;
             let take_commands = self.view.is_some() && self.blocks == 0 && !self.exited;
-            let flush = self.recorder.as_ref().is_some_and(|r| r.is_dirty());
+            let flush = self.recorder.as_ref().and_then(|r| r.flush_due());
             tokio::select! {
                 () = self.stop.notified() => break End::Stopped,
                 up = self.member.next_event(), if read_up => match up {
@@ -103,7 +103,7 @@ impl Pump {
                 state = answer(&mut self.snapshot), if self.snapshot.is_some() => {
                     self.on_snapshot_answer(state).await;
                 }
-                () = tokio::time::sleep(FLUSH_EVERY), if flush => {
+                () = flush_at(flush), if flush.is_some() => {
                     if let Some(r) = self.recorder.as_mut() {
                         r.flush();
                     }
@@ -339,6 +339,14 @@ impl Pump {
         header.push_on(&mut msg);
         Stats::add(&self.stats.sends);
         self.down(Down::Send(rank, msg)).await;
+    }
+}
+
+/// Waits until `due`, if any (never otherwise).
+async fn flush_at(due: Option<std::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

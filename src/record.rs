@@ -29,7 +29,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use horus_core::history::{Event, Promises, FORMAT_VERSION};
 use horus_core::{Endpoint, Time};
@@ -60,8 +60,8 @@ pub(crate) struct Recorder {
     out: BufWriter<File>,
     path: PathBuf,
     me: Endpoint,
-    /// Lines recorded since the last flush.
-    dirty: bool,
+    /// When the oldest line not yet written was recorded.
+    dirty_since: Option<Instant>,
     /// A write failed: logged once, and nothing more is recorded.
     failed: bool,
 }
@@ -74,7 +74,7 @@ impl Recorder {
         let header = Header { horus_history: FORMAT_VERSION, promises };
         serde_json::to_writer(&mut out, &header).map_err(|e| fail(e.into()))?;
         out.write_all(b"\n").and_then(|()| out.flush()).map_err(fail)?;
-        Ok(Recorder { out, path: path.to_owned(), me, dirty: false, failed: false })
+        Ok(Recorder { out, path: path.to_owned(), me, dirty_since: None, failed: false })
     }
 
     /// Appends `ev`, at the wall-clock time now.
@@ -86,13 +86,13 @@ impl Recorder {
         let written = serde_json::to_writer(&mut self.out, &line)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"));
-        self.dirty = true;
+        self.dirty_since.get_or_insert_with(Instant::now);
         self.check(written);
     }
 
-    /// Whether lines wait in the buffer.
-    pub(crate) fn is_dirty(&self) -> bool {
-        self.dirty && !self.failed
+    /// When the lines waiting in the buffer are due to be written, if any wait.
+    pub(crate) fn flush_due(&self) -> Option<Instant> {
+        self.dirty_since.filter(|_| !self.failed).map(|t| t + FLUSH_EVERY)
     }
 
     /// Writes what is buffered to the file.
@@ -100,7 +100,7 @@ impl Recorder {
         if self.failed {
             return;
         }
-        self.dirty = false;
+        self.dirty_since = None;
         let flushed = self.out.flush();
         self.check(flushed);
     }
@@ -159,7 +159,9 @@ mod tests {
             for ev in &events {
                 r.record(ev);
             }
-            assert!(r.is_dirty());
+            assert!(r.flush_due().is_some());
+            r.flush();
+            assert!(r.flush_due().is_none());
         }
         let file = std::io::BufReader::new(File::open(&path).unwrap());
         let (h, p) = History::read_jsonl(file).unwrap();
@@ -167,6 +169,23 @@ mod tests {
         let got: Vec<Event> = h.procs[&me].events.iter().map(|(_, e)| e.clone()).collect();
         assert_eq!(got, events);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flush_is_due_from_the_oldest_line_not_written() {
+        let path = std::env::temp_dir().join(format!("horus-flush-{}.jsonl", std::process::id()));
+        let me = Endpoint::new(1, 0);
+        let mut r = Recorder::create(&path, me, &Promises::default()).unwrap();
+        assert_eq!(r.flush_due(), None);
+        r.record(&Event::Leave);
+        let due = r.flush_due().expect("a line waits");
+        // Lines recorded later do not put the flush off: steady traffic still gets written.
+        r.record(&Event::Leave);
+        assert_eq!(r.flush_due(), Some(due));
+        r.flush();
+        assert_eq!(r.flush_due(), None);
+        drop(r);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
