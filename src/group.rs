@@ -367,11 +367,15 @@ impl GroupHandle {
         if self.has_exited() {
             return Ok(());
         }
-        // A member that exits meanwhile closes the queue: that is the exit we wait for.
-        let _ = self.inner.commands.send(Command::Leave).await;
         let mut status = self.status.clone();
         let waited = self.inner.leave_timeout;
-        if tokio::time::timeout(waited, status.wait_for(|s| s.exited)).await.is_ok() {
+        let exit = async {
+            // A member that exits meanwhile closes the queue: that is the exit we wait for.
+            let _ = self.inner.commands.send(Command::Leave).await;
+            let _ = status.wait_for(|s| s.exited).await;
+        };
+        // The request may wait behind a view change too: the timeout covers it.
+        if tokio::time::timeout(waited, exit).await.is_ok() {
             return Ok(());
         }
         self.inner.stop.notify_one();

@@ -17,7 +17,7 @@ use horus::{
     TransportConfig, ViewChange, ViewId,
 };
 use horus_core::check::{check, Property};
-use horus_core::history::{History, Membership};
+use horus_core::history::{Event as HistoryEvent, History, Membership};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -365,12 +365,13 @@ fn drop_a_delivery(from: &Path, to: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_histories_pass_the_checker_and_a_doctored_one_does_not() {
+async fn recorded_histories_with_state_transfer_pass_the_checker_and_a_doctored_one_does_not() {
     let dir = std::env::temp_dir().join(format!("horus-api-record-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let files: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("m{i}.jsonl"))).collect();
     let t = transport(4);
-    let recording = |i: usize| builder("api-record", &t).record(&files[i]);
+    // State transfer on, so the joiners' states are recorded and checked too.
+    let recording = |i: usize| builder("api-record", &t).state_transfer(true).record(&files[i]);
     let peers = form(3, recording, |_| true).await;
     cast_at_every_level(&peers).await;
     // Calls are casts too, and are recorded as such.
@@ -383,6 +384,11 @@ async fn recorded_histories_pass_the_checker_and_a_doctored_one_does_not() {
 
     let (history, promises) = read_histories(&files);
     assert_eq!(promises.membership, Membership::Primary);
+    assert!(promises.state_transfer);
+    let states = |p: &horus_core::history::ProcessHistory| {
+        p.events.iter().filter(|(_, e)| matches!(e, HistoryEvent::State { .. })).count()
+    };
+    assert_eq!(history.procs.values().map(states).sum::<usize>(), 2, "both joiners got a state");
     assert_eq!(history.procs.len(), 3);
     assert!(history.procs.values().all(|p| p.ended()), "every member recorded its exit");
     let report = check(&history, &promises);
