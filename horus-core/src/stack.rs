@@ -75,6 +75,20 @@ struct WireHeader {
     from: Rank,
 }
 
+/// The first byte no stack frame begins with (its version nibble is not the wire version),
+/// reserved for a driver's own frames, such as the runtime's directory gossip. A stack that
+/// is handed such a datagram drops it as of an unknown version (`bad_header`).
+pub const RESERVED_FRAME_TAG: u8 = 0xff;
+
+/// If `datagram` is an in-view frame (a cast or a send): the group's tag, the view id and
+/// the sender's rank in that view. Lets a driver learn who sent a datagram without building
+/// a message; `None` for a frame outside every view and for anything that does not parse.
+pub fn peek_sender(datagram: &[u8]) -> Option<(u32, ViewId, Rank)> {
+    let (hdr, _) = postcard::take_from_bytes::<WireHeader>(datagram).ok()?;
+    (hdr.tag >> 4 == WIRE_VERSION && hdr.tag & 0xf <= KIND_SEND)
+        .then_some((hdr.group, hdr.view, hdr.from))
+}
+
 /// The group tag and view id a datagram is addressed to, if it is one of ours; lets a
 /// membership service hold datagrams of a view it has not installed yet.
 pub fn peek_view(datagram: &[u8]) -> Option<(u32, ViewId)> {

@@ -3,16 +3,17 @@
 //!
 //! The stack's datagrams begin with one byte, `version << 4 | kind` (`horus_core::stack`):
 //! version 1, kinds 0 (cast), 1 (send) and 2 (outside every view), so `0x10`, `0x11` and
-//! `0x12`. An in-view frame then names the group's tag, the view id and the sender's rank; an
-//! outside frame names the group's tag and the sender's endpoint.
+//! `0x12`. An in-view frame then names the group's tag, the view id and the sender's rank
+//! (read with [`peek_sender`]); an outside frame names the group's tag and the sender's
+//! endpoint.
 //!
 //! # The gossip frame
 //! A unicast-only member tells the others the addresses it knows, so that members that never
 //! talked can reach each other. The driver consumes these frames; the node never sees them.
 //!
 //! ```text
-//! byte 0     0xff  GOSSIP_TAG: version nibble 15, kind nibble 15; the stack uses version 1
-//!                  and kinds 0..=2, so no stack frame begins with it, and a stack that got
+//! byte 0     0xff  GOSSIP_TAG, the stack's RESERVED_FRAME_TAG: version nibble 15; the stack
+//!                  uses version 1, so no stack frame begins with it, and a stack that got
 //!                  one would drop it as of an unknown version
 //! then, postcard-encoded (varints):
 //!   group    u32                   the group's tag (FNV-1a of its name, as in every frame)
@@ -23,37 +24,19 @@
 
 use std::net::SocketAddr;
 
-use horus_core::{Endpoint, Rank, ViewId};
+pub use horus_core::stack::peek_sender;
+use horus_core::Endpoint;
 use serde::{Deserialize, Serialize};
 
-/// The first byte of a gossip frame.
-pub const GOSSIP_TAG: u8 = 0xff;
+/// The first byte of a gossip frame: the one the stack reserves for a driver's own frames.
+pub const GOSSIP_TAG: u8 = horus_core::stack::RESERVED_FRAME_TAG;
 
 /// The most entries one gossip frame carries (it stays far under a datagram's size).
 pub const GOSSIP_MAX_ENTRIES: usize = 256;
 
-/// The stack's wire version and the kind of an outside frame, mirrored from
-/// `horus_core::stack` (its constants are private); `tests::mirror_matches_the_stack` guards
-/// them.
-const WIRE_VERSION: u8 = 1;
-const KIND_SEND: u8 = 1;
+/// The kind nibble of an outside frame, mirrored from `horus_core::stack` (where it is
+/// private); `tests::mirror_matches_the_stack` guards it.
 const KIND_OUTSIDE: u8 = 2;
-
-/// The stack's transport header, mirrored to read the sender's rank, which
-/// `horus_core::stack::peek_view` does not return.
-#[derive(Deserialize)]
-struct WireHeader {
-    tag: u8,
-    group: u32,
-    view: ViewId,
-    from: Rank,
-}
-
-/// If `datagram` is an in-view frame: its group tag, view and sender's rank.
-pub(crate) fn peek_sender(datagram: &[u8]) -> Option<(u32, ViewId, Rank)> {
-    let (h, _) = postcard::take_from_bytes::<WireHeader>(datagram).ok()?;
-    (h.tag >> 4 == WIRE_VERSION && h.tag & 0xf <= KIND_SEND).then_some((h.group, h.view, h.from))
-}
 
 /// Whether `datagram` is a frame outside every view (a join request, a welcome).
 #[inline]
@@ -96,7 +79,7 @@ mod tests {
     use bytes::Bytes;
     use horus_core::stack::{frame_outside, parse_outside};
     use horus_core::view_state::ViewState;
-    use horus_core::{Down, GroupName, Message, Rng, Time, View};
+    use horus_core::{Down, GroupName, Message, Rank, Rng, Time, View};
 
     use super::*;
 
