@@ -544,9 +544,9 @@ impl Gms {
             }
         }
         let wait = round.rows.values().any(|row| *row != cut);
-        let adopted = round.adopt.take().filter(|p| {
-            survivors.iter().all(|r| self.view.member(*r).is_some_and(|e| p.contains(e)))
-        });
+        // Adopted whatever it holds: a survivor it lacks (one that asked to leave, say) is out
+        // of it, as it is wherever it was installed already.
+        let adopted = round.adopt.take();
         let view = adopted.unwrap_or_else(|| {
             let mut members: Vec<Endpoint> = survivors
                 .iter()

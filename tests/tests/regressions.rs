@@ -77,3 +77,32 @@ fn seed_128_a_leaving_coordinator_installs_a_concurrent_view() {
     };
     assert_clean(&config);
 }
+
+/// `horus sim --nodes 9 --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --crashes --joins
+/// --leaves --pauses --partitions --oneway`, seed 447: the coordinator committed a view without
+/// a member that was leaving, and was cut off; its successor, finding that member among the
+/// survivors, did not adopt the view and installed a second one of the same ltime (fixed: a
+/// prepared view is adopted whatever it holds).
+#[test]
+fn seed_447_a_successor_adopts_a_view_without_a_leaver() {
+    let config = SimConfig {
+        nodes: 9,
+        seed: 447,
+        link: LinkModel {
+            loss: 0.05,
+            dup: 0.02,
+            reorder: 0.1,
+            latency: Duration::from_micros(50),
+            jitter: Duration::from_micros(50),
+            ..LinkModel::default()
+        },
+        faults: FaultConfig::all(),
+        traffic: Traffic { sends: 5, state_size: 1 << 10, ..Traffic::default() },
+        ..SimConfig::default()
+    };
+    let plan = horus::gms::GroupPlan::new(horus::registry().plan("vsync").unwrap())
+        .with_state_transfer(true);
+    let out = simulate(&plan, &config).unwrap();
+    let report = check(&out.history, &out.promises);
+    assert!(report.is_ok(), "seed {}:\n{report}", config.seed);
+}
