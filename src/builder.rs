@@ -100,6 +100,7 @@ pub struct GroupBuilder {
     transport: Option<TransportConfig>,
     state_transfer: bool,
     founder: bool,
+    discovery: Option<Duration>,
     record: Option<PathBuf>,
     join_timeout: Duration,
     leave_timeout: Duration,
@@ -117,6 +118,7 @@ impl GroupBuilder {
             transport: None,
             state_transfer: false,
             founder: true,
+            discovery: None,
             record: None,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
@@ -153,12 +155,21 @@ impl GroupBuilder {
     /// Whether this member may found the group (it may by default). A joiner asks the group
     /// to let it in every [`JOIN_EVERY`](horus_gms::member::JOIN_EVERY); one that may found
     /// it and hears nothing after [`JOIN_ATTEMPTS`](horus_gms::member::JOIN_ATTEMPTS) asks
-    /// (about half a second) forms the group alone. Start the first member of a group alone,
-    /// or let only one member found it: members that start together and cannot hear each
-    /// other in that time each form a group of their own, which, under the primary-partition
-    /// policy, never merge.
+    /// (about half a second; see [`discovery_timeout`](Self::discovery_timeout)) forms the
+    /// group alone. Of members that start together and hear each other, only the lowest
+    /// endpoint founds; members that cannot hear each other each form a group of their own,
+    /// which, under the primary-partition policy, never merge (with the partitionable stack
+    /// `evs`, they do).
     pub fn founder(mut self, may_found: bool) -> Self {
         self.founder = may_found;
+        self
+    }
+
+    /// How long a member that may found the group looks for it before founding it alone
+    /// (about half a second by default). Of several members that start together and hear
+    /// each other, only the lowest endpoint founds; the others join it.
+    pub fn discovery_timeout(mut self, timeout: Duration) -> Self {
+        self.discovery = Some(timeout);
         self
     }
 
@@ -233,10 +244,13 @@ impl GroupBuilder {
         };
         let me = self.endpoint.unwrap_or_else(|| Endpoint::new(random() >> 16, 0));
         let group = GroupName::new(&self.name);
-        let node =
+        let mut node =
             Member::join(plan, group.clone(), me, Rng::new(random()), Time::ZERO, self.founder)
                 .map_err(stack_error)?
                 .with_state_transfer(self.state_transfer);
+        if let Some(timeout) = self.discovery {
+            node = node.with_discovery(timeout);
+        }
         let transport = self.transport.clone().unwrap_or_else(|| default_transport(&self.name));
         let tried = describe(&transport, self.founder);
         let recorder = match &self.record {

@@ -115,6 +115,8 @@ pub struct Member {
     may_found: bool,
     /// While joining: other joiners heard, and when last.
     rivals: BTreeMap<Endpoint, Time>,
+    /// Requests a joiner that may found makes before it does.
+    join_attempts: u32,
     /// The stack of the view that ended, still serving retransmissions until the deadline.
     old: Option<(Stack, Time)>,
     now: Time,
@@ -175,6 +177,15 @@ impl Member {
         self
     }
 
+    /// How long a joiner that may found the group asks before it founds it alone
+    /// ([`JOIN_ATTEMPTS`] × [`JOIN_EVERY`] by default; at least one request).
+    pub fn with_discovery(mut self, timeout: Duration) -> Self {
+        let every = JOIN_EVERY.as_nanos();
+        self.join_attempts = u32::try_from(timeout.as_nanos().div_ceil(every)).unwrap_or(u32::MAX);
+        self.join_attempts = self.join_attempts.max(1);
+        self
+    }
+
     /// A process that asks to join the group; if `may_found` and nobody answers, it forms the
     /// group alone.
     pub fn join(
@@ -213,6 +224,7 @@ impl Member {
             joining: None,
             may_found: false,
             rivals: BTreeMap::new(),
+            join_attempts: JOIN_ATTEMPTS,
             old: None,
             now,
             up: VecDeque::new(),
@@ -596,7 +608,7 @@ impl Member {
         // counts as long as `RIVAL_FOR` (one that crashed holds us up that long).
         let heard = RIVAL_FOR;
         let lower = self.rivals.iter().any(|(e, at)| *e < self.endpoint && self.now - *at <= heard);
-        if self.may_found && attempts >= JOIN_ATTEMPTS && !lower {
+        if self.may_found && attempts >= self.join_attempts && !lower {
             let alone = self.alone.clone();
             return self.install(alone, None);
         }
@@ -746,5 +758,84 @@ impl Node for Member {
             c.push(("member", k, v));
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joiner(node: u64, discovery: Option<Duration>) -> Member {
+        let registry = {
+            let mut r = horus_layers::registry();
+            r.add_layer(crate::INFO);
+            r
+        };
+        let plan = registry.plan("vsync").expect("the default stack builds");
+        let m = Member::join(
+            plan,
+            GroupName::new("g"),
+            Endpoint::new(node, 0),
+            Rng::new(1),
+            Time::ZERO,
+            true,
+        )
+        .expect("a joiner");
+        match discovery {
+            Some(d) => m.with_discovery(d),
+            None => m,
+        }
+    }
+
+    /// Runs the member's timers up to `until`; the time it installed its first view, if it did.
+    fn run(m: &mut Member, until: Time, heard: impl Fn(Time) -> Option<Bytes>) -> Option<Time> {
+        let mut now = Time::ZERO;
+        while now <= until {
+            if let Some(d) = heard(now) {
+                m.receive(now, d);
+            }
+            m.on_timeout(now);
+            while m.poll_transmit().is_some() {}
+            while let Some(ev) = m.poll_up() {
+                if matches!(ev, Up::View(_)) {
+                    return Some(now);
+                }
+            }
+            now += Duration::from_millis(10);
+        }
+        None
+    }
+
+    #[test]
+    fn a_joiner_alone_founds_after_the_discovery_timeout() {
+        let mut m = joiner(5, None);
+        let at = run(&mut m, Time::from_millis(1000), |_| None).expect("founded");
+        assert!(at >= Time::from_millis(500) && at < Time::from_millis(600), "{at}");
+        let mut quick = joiner(5, Some(Duration::from_millis(120)));
+        let at = run(&mut quick, Time::from_millis(1000), |_| None).expect("founded");
+        assert!(at < Time::from_millis(200), "{at}");
+    }
+
+    #[test]
+    fn a_joiner_that_hears_a_lower_joiner_leaves_the_founding_to_it() {
+        let lower = {
+            let mut body = Message::control();
+            body.push(&Outside::Join);
+            frame_outside(&GroupName::new("g"), Endpoint::new(2, 0), body).to_bytes()
+        };
+        let mut m = joiner(5, None);
+        // The lower joiner asks until 600ms, then goes quiet (it founded, or crashed).
+        let heard = |now: Time| (now <= Time::from_millis(600)).then(|| lower.clone());
+        let at = run(&mut m, Time::from_millis(4000), heard).expect("founded in the end");
+        assert!(at >= Time::from_millis(580) + RIVAL_FOR, "{at}");
+        // A higher joiner does not hold it back.
+        let higher = {
+            let mut body = Message::control();
+            body.push(&Outside::Join);
+            frame_outside(&GroupName::new("g"), Endpoint::new(9, 0), body).to_bytes()
+        };
+        let mut m = joiner(5, None);
+        let at = run(&mut m, Time::from_millis(1000), |_| Some(higher.clone())).expect("founded");
+        assert!(at < Time::from_millis(600), "{at}");
     }
 }
