@@ -8,8 +8,8 @@ use horus_core::{Endpoint, Level};
 /// What a member tracks of its deliveries of burst casts (see
 /// [`control`](crate::control)), to check: no cast delivered twice; each sender's casts of a
 /// level delivered in the order they were cast; each cast delivered from the member its text
-/// names; the member's own casts all delivered; a state given before any delivery; and the
-/// member in every view it installs.
+/// names; the member's own casts all delivered; a state given before any delivery in its view;
+/// and the member in every view it installs.
 ///
 /// # Examples
 /// ```
@@ -33,6 +33,8 @@ pub struct SelfCheck {
     own_cast: usize,
     own_delivered: usize,
     casts_delivered: u64,
+    /// Casts delivered since the last view was installed.
+    in_view: u64,
     views: usize,
     state: Option<u64>,
     problems: Vec<String>,
@@ -49,6 +51,7 @@ impl SelfCheck {
             own_cast: 0,
             own_delivered: 0,
             casts_delivered: 0,
+            in_view: 0,
             views: 0,
             state: None,
             problems: Vec::new(),
@@ -63,6 +66,7 @@ impl SelfCheck {
     /// The member installed a view of `members`.
     pub fn view(&mut self, members: &[Endpoint]) {
         self.views += 1;
+        self.in_view = 0;
         if !members.contains(&self.me) {
             self.problem(format!("installed a view without itself ({} members)", members.len()));
         }
@@ -77,6 +81,7 @@ impl SelfCheck {
         burst: Option<(String, Level, usize)>,
     ) {
         self.casts_delivered += 1;
+        self.in_view += 1;
         let Some((sender, cast_level, k)) = burst else { return };
         let name = format!("{sender}/{cast_level}/{k}");
         if sender != from.to_string() || cast_level != level {
@@ -92,10 +97,11 @@ impl SelfCheck {
         }
     }
 
-    /// The member installed a state, `counter`.
+    /// The member installed a state, `counter`: it must come before any delivery in the view
+    /// (a joiner's first view, or a view merged from partitions).
     pub fn state(&mut self, counter: u64) {
-        if self.casts_delivered > 0 {
-            self.problem(format!("state given after {} deliveries", self.casts_delivered));
+        if self.in_view > 0 {
+            self.problem(format!("state given after {} deliveries in its view", self.in_view));
         }
         self.state = Some(counter);
     }
@@ -168,12 +174,17 @@ mod tests {
     fn a_late_state_and_a_view_without_me_fail() {
         let me = Endpoint::new(1, 0);
         let mut c = SelfCheck::new(me);
+        c.view(&[me]);
+        c.delivered(me, Level::Fifo, None);
+        c.view(&[me]);
+        c.state(3);
+        assert!(c.verdict().0, "a state first thing in a new view is fine");
         c.delivered(me, Level::Fifo, None);
         c.state(3);
         c.view(&[Endpoint::new(2, 0)]);
         let (ok, detail) = c.verdict();
         assert!(!ok);
-        assert!(detail.contains("state given after 1 deliveries"), "{detail}");
+        assert!(detail.contains("state given after 1 deliveries in its view"), "{detail}");
         assert!(detail.contains("without itself"), "{detail}");
     }
 }
