@@ -20,6 +20,17 @@ use tokio::sync::mpsc;
 
 use crate::probe;
 
+/// Prints a line on stdout; if stdout is gone (the parent died, or `| head` closed it),
+/// nobody hears the member any more and it stops at once, as a crash would.
+macro_rules! emit {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(1);
+        }
+    }};
+}
+
 const MEMBER_HELP: &str = "\
 Lines typed are cast to the group; deliveries and views are printed as they come.
 
@@ -190,10 +201,11 @@ async fn main(args: ControlArgs, style: Style) -> Result<(), String> {
         let mut app = App::new(group.endpoint(), !args.member.no_probe);
         let ready = ready(&args, &group);
         if style == Style::Human {
-            println!(
-                "joined group `{}` as {} (stack {}); type /help for commands",
+            emit!(
+                "joined group `{}` as {} at {} (stack {}); type /help for commands",
                 group.name(),
                 group.endpoint(),
+                group.control().local_addr(),
                 group.stack()
             );
         }
@@ -203,8 +215,8 @@ async fn main(args: ControlArgs, style: Style) -> Result<(), String> {
             (Style::Json, Ended::Left | Ended::Excluded) => {
                 say(Report::Exit { left: ended == Ended::Left, rejoining });
             }
-            (Style::Human, Ended::Left) => println!("left the group"),
-            (Style::Human, Ended::Excluded) => println!("excluded from the group"),
+            (Style::Human, Ended::Left) => emit!("left the group"),
+            (Style::Human, Ended::Excluded) => emit!("excluded from the group"),
             _ => {}
         }
         if !rejoining {
@@ -283,7 +295,7 @@ async fn session(
     }
     match (style, &responder) {
         (Style::Json, _) => say(ready),
-        (Style::Human, Some(r)) => println!("answering `horus probe` at {}", r.addr()),
+        (Style::Human, Some(r)) => emit!("answering `horus probe` at {}", r.addr()),
         (Style::Human, None) => {}
     }
     // Casts, sends and the leave go out from one task, in order, so the event loop never
@@ -319,7 +331,7 @@ async fn session(
                     let (ok, detail) = app.check.verdict();
                     match style {
                         Style::Json => say(Report::SelfCheck { ok, detail, counter: app.counter }),
-                        Style::Human => println!("self-check {}: {detail}", if ok { "ok" } else { "FAILED" }),
+                        Style::Human => emit!("self-check {}: {detail}", if ok { "ok" } else { "FAILED" }),
                     }
                 }
                 Some(Input::Do(Command::Partition { from })) => handle.faults().partition(from),
@@ -329,15 +341,15 @@ async fn session(
                     leaving |= cmd == Command::Leave;
                     let _ = jobs.send(cmd);
                 }
-                Some(Input::ShowView) => println!("{}", describe_view(&handle)),
+                Some(Input::ShowView) => emit!("{}", describe_view(&handle)),
                 Some(Input::ShowCounters) => match handle.counters().await {
-                    Ok(c) => println!("{}", probe::summarize(&c)),
-                    Err(e) => println!("no counters: {e}"),
+                    Ok(c) => emit!("{}", probe::summarize(&c)),
+                    Err(e) => emit!("no counters: {e}"),
                 },
-                Some(Input::Help) => println!("{MEMBER_HELP}"),
+                Some(Input::Help) => emit!("{MEMBER_HELP}"),
                 Some(Input::Bad(why)) => match style {
                     Style::Json => say(Report::Failed { command: String::new(), error: why }),
-                    Style::Human => println!("{why} (type /help for commands)"),
+                    Style::Human => emit!("{why} (type /help for commands)"),
                 },
             },
         }
@@ -359,7 +371,7 @@ async fn caster(handle: GroupHandle, mut queue: mpsc::UnboundedReceiver<Command>
         if let Err(e) = done {
             match style {
                 Style::Json => say(Report::Failed { command: cmd.to_line(), error: e.to_string() }),
-                Style::Human => println!("failed: {e}"),
+                Style::Human => emit!("failed: {e}"),
             }
         }
     }
@@ -405,7 +417,7 @@ impl App {
                     Style::Json => say(Report::Deliver { from, level, text }),
                     Style::Human => {
                         let how = level.map_or("send", Level::as_str);
-                        println!("[{how}] {from}: {text}");
+                        emit!("[{how}] {from}: {text}");
                     }
                 }
             }
@@ -419,7 +431,7 @@ impl App {
                 match style {
                     Style::Json => say(Report::Snapshot { view, counter: self.counter }),
                     Style::Human => {
-                        println!("gave the joiners of {view} the counter {}", self.counter)
+                        emit!("gave the joiners of {view} the counter {}", self.counter)
                     }
                 }
             }
@@ -435,7 +447,7 @@ impl App {
                 self.check.state(self.counter);
                 match style {
                     Style::Json => say(Report::State { view, counter: self.counter }),
-                    Style::Human => println!("given the state of {view}: counter {}", self.counter),
+                    Style::Human => emit!("given the state of {view}: counter {}", self.counter),
                 }
             }
             Event::Call(call) => {
@@ -455,7 +467,7 @@ impl App {
                 left: change.left.clone(),
                 counter: self.counter,
             }),
-            Style::Human => println!(
+            Style::Human => emit!(
                 "view {}: {} (joined {}; left {}; counter {})",
                 change.view.id,
                 list(&change.view.members),
@@ -480,7 +492,7 @@ fn describe_view(handle: &GroupHandle) -> String {
 }
 
 fn say(report: Report) {
-    println!("{}", report.to_line());
+    emit!("{}", report.to_line());
 }
 
 /// Reads stdin on a thread of its own; the channel closes at the end of input.
