@@ -79,7 +79,7 @@ pub struct MemberArgs {
     /// This member's unicast address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub bind: SocketAddr,
-    /// This member's node number [default: random].
+    /// This member's node number [default: this process's id, unique on the host].
     #[arg(long)]
     pub node: Option<u64>,
     /// Do not found the group if nobody answers: wait for members to join.
