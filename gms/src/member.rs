@@ -733,6 +733,11 @@ impl Node for Member {
         self.out.pop_front().or_else(|| self.stack.as_mut().and_then(|s| s.poll_transmit()))
     }
 
+    fn backlog(&self) -> u64 {
+        let old = self.old.as_ref().map_or(0, |(o, _)| o.backlog());
+        self.stack.as_ref().map_or(0, |s| s.backlog()) + old
+    }
+
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         let mut c = self.stack.as_ref().map(|s| s.counters()).unwrap_or_default();
         c.push(("member", "views", self.views));

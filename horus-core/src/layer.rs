@@ -32,6 +32,13 @@ pub trait Layer: Send + fmt::Debug {
 
     /// Reports the layer's counters (`bad_header`, `retrans`, ...) by name.
     fn counters(&self, _report: &mut dyn FnMut(&'static str, u64)) {}
+
+    /// Bytes the application handed down that this layer holds until the network can take
+    /// them (flow control's held messages): a driver stops taking the application's events
+    /// while a stack's backlog is high, so that back-pressure reaches the application.
+    fn backlog(&self) -> u64 {
+        0
+    }
 }
 
 /// The token a layer gives with a timer request, handed back when the timer fires. Layers

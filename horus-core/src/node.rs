@@ -41,6 +41,11 @@ pub trait Node: fmt::Debug + Send {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// Every counter, as `(layer, counter, value)`.
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)>;
+    /// Bytes the application handed down that the node holds, waiting for the network; a
+    /// driver takes no more of the application's events while it is high.
+    fn backlog(&self) -> u64 {
+        0
+    }
 }
 
 impl Node for Stack {
@@ -70,6 +75,9 @@ impl Node for Stack {
     }
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
         Stack::counters(self)
+    }
+    fn backlog(&self) -> u64 {
+        Stack::backlog(self)
     }
 }
 

@@ -349,6 +349,11 @@ impl Stack {
         self.wire
     }
 
+    /// Bytes the application handed down that the layers hold, waiting for the network.
+    pub fn backlog(&self) -> u64 {
+        self.layers.iter().map(|l| l.backlog()).sum()
+    }
+
     /// Every counter of every layer, as `(layer, counter, value)`, top to bottom, then the
     /// transport's.
     pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {

@@ -225,6 +225,10 @@ impl Layer for Flow {
         }
     }
 
+    fn backlog(&self) -> u64 {
+        self.held_bytes
+    }
+
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
         let s = &self.stats;
         report("held", s.held);

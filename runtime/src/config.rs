@@ -19,6 +19,10 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 1024;
 /// waits.
 pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 
+/// Bytes a member may hold for the network (flow control's backlog) before the driver takes no
+/// more of the application's events.
+pub const DEFAULT_MAX_BACKLOG: u64 = 8 << 20;
+
 /// How often a unicast-only member gossips its directory.
 pub const DEFAULT_GOSSIP_EVERY: Duration = Duration::from_millis(200);
 
@@ -77,6 +81,7 @@ pub struct TransportConfig {
     pub(crate) recv_batch: usize,
     pub(crate) event_capacity: usize,
     pub(crate) command_capacity: usize,
+    pub(crate) max_backlog: u64,
     pub(crate) faults: FaultConfig,
 }
 
@@ -112,6 +117,7 @@ impl TransportConfig {
             recv_batch: DEFAULT_RECV_BATCH,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
+            max_backlog: DEFAULT_MAX_BACKLOG,
             faults: FaultConfig::none(),
         }
     }
@@ -178,6 +184,15 @@ impl TransportConfig {
     /// [`MemberControl::down`]: crate::MemberControl::down
     pub fn command_capacity(mut self, n: usize) -> Self {
         self.command_capacity = n;
+        self
+    }
+
+    /// Bytes the member may hold for the network before the driver stops taking the
+    /// application's events ([`DEFAULT_MAX_BACKLOG`]): flow control holds casts that the
+    /// slowest member has no room for yet, and past this the application's `down` (and a
+    /// `Group`'s `cast`) waits instead of the backlog growing.
+    pub fn max_backlog(mut self, bytes: u64) -> Self {
+        self.max_backlog = bytes;
         self
     }
 

@@ -49,9 +49,12 @@ pub(crate) struct Driver {
     pub sockets: Sockets,
     pub route: Route,
     pub recv_batch: usize,
+    pub max_backlog: u64,
     pub counters: Arc<Counters>,
     pub switch: FaultSwitch,
     pub commands: mpsc::Receiver<Command>,
+    /// Counters and directory requests: answered even while back-pressure holds commands.
+    pub queries: mpsc::Receiver<Command>,
     pub events: mpsc::Sender<Up>,
     pub stop: oneshot::Receiver<()>,
     pub epoch: Instant,
@@ -64,6 +67,7 @@ struct Run {
     group_tag: u32,
     route: Route,
     recv_batch: usize,
+    max_backlog: u64,
     epoch: Instant,
     dir: Directory,
     faults: Faults,
@@ -104,9 +108,11 @@ impl Driver {
             sockets,
             route,
             recv_batch,
+            max_backlog,
             counters,
             switch,
             mut commands,
+            mut queries,
             events,
             mut stop,
             epoch,
@@ -123,6 +129,7 @@ impl Driver {
             group_tag,
             route,
             recv_batch,
+            max_backlog,
             epoch,
             dir: Directory::default(),
             faults: Faults::new(&switch),
@@ -155,9 +162,12 @@ impl Driver {
                 }
                 armed = deadline;
             }
+            // Back-pressure: while the node holds much for the network, the application's
+            // events wait in the bounded command queue, and its `down` waits on the queue.
+            let room = run.node.backlog() <= run.max_backlog;
             tokio::select! {
                 _ = &mut stop => break,
-                cmd = commands.recv() => match cmd {
+                cmd = commands.recv(), if room => match cmd {
                     Some(cmd) => {
                         run.on_command(cmd);
                         for _ in 1..COMMAND_BATCH {
@@ -170,6 +180,7 @@ impl Driver {
                     // The handle is gone: nobody can stop us any more, so stop now.
                     None => break,
                 },
+                Some(query) = queries.recv() => run.on_command(query),
                 r = unicast.readable() => run.on_readable(&unicast, r),
                 r = readable(multicast.as_ref()), if multicast.is_some() => {
                     if let Some(m) = multicast.as_ref() {

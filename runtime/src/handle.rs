@@ -41,6 +41,7 @@ pub struct MemberControl {
     pub(crate) group: Option<SocketAddr>,
     pub(crate) buffers: Buffers,
     pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) queries: mpsc::Sender<Command>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) faults: FaultSwitch,
 }
@@ -87,7 +88,7 @@ impl MemberControl {
     /// readable through [`MemberControl::runtime_counters`]).
     pub async fn counters(&self) -> Result<MemberCounters, RuntimeError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::NodeCounters(tx)).await?;
+        self.query(Command::NodeCounters(tx)).await?;
         let node = rx.await.map_err(|_| RuntimeError::Stopped)?;
         Ok(MemberCounters { runtime: self.counters.snapshot(), node })
     }
@@ -98,7 +99,7 @@ impl MemberControl {
     /// [`RuntimeError::Stopped`] if the member has stopped.
     pub async fn directory(&self) -> Result<Vec<(Endpoint, SocketAddr)>, RuntimeError> {
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Directory(tx)).await?;
+        self.query(Command::Directory(tx)).await?;
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
@@ -109,6 +110,11 @@ impl MemberControl {
 
     async fn command(&self, cmd: Command) -> Result<(), RuntimeError> {
         self.commands.send(cmd).await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Queries go on a queue of their own, which back-pressure never holds.
+    async fn query(&self, cmd: Command) -> Result<(), RuntimeError> {
+        self.queries.send(cmd).await.map_err(|_| RuntimeError::Stopped)
     }
 }
 

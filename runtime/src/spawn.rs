@@ -2,6 +2,9 @@
 
 use horus_core::{GroupName, Node};
 use tokio::sync::{mpsc, oneshot};
+
+/// Queries (counters, directory) waiting for the driver.
+const QUERY_CAPACITY: usize = 16;
 use tracing::Instrument;
 
 use crate::driver::{Driver, Route};
@@ -50,6 +53,7 @@ pub fn spawn(
     };
     let endpoint = node.endpoint();
     let (commands_tx, commands) = mpsc::channel(transport.command_capacity);
+    let (queries_tx, queries) = mpsc::channel(QUERY_CAPACITY);
     let (events, events_rx) = mpsc::channel(transport.event_capacity);
     let (stop_tx, stop) = oneshot::channel();
     let counters = Arc::new(Counters::new());
@@ -60,9 +64,11 @@ pub fn spawn(
         sockets,
         route,
         recv_batch: transport.recv_batch,
+        max_backlog: transport.max_backlog,
         counters: counters.clone(),
         switch: faults.clone(),
         commands,
+        queries,
         events,
         stop,
         epoch: tokio::time::Instant::now(),
@@ -76,6 +82,7 @@ pub fn spawn(
         group: transport.group,
         buffers,
         commands: commands_tx,
+        queries: queries_tx,
         counters,
         faults,
     };

@@ -508,3 +508,58 @@ async fn a_slow_application_gets_every_event_in_order_through_a_full_channel() {
     tokio::time::timeout(PATIENCE, events).await.expect("every cast delivered");
     handle.shutdown().await.expect("clean stop");
 }
+
+/// A member whose peer never answers: flow control holds its casts, and past the backlog
+/// limit the application's `down` waits instead of the held bytes growing; once the peer is
+/// heard again, everything goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_makes_down_wait_while_the_backlog_is_high() {
+    // A static group of two (no membership, so nobody is suspected while the peer is cut off).
+    let plan = horus_layers::registry().plan("reliable").expect("reliable builds");
+    let group = GroupName::new("backpressure");
+    let (a, b) = (Endpoint::new(1, 0), Endpoint::new(2, 0));
+    let view = Arc::new(View::initial(vec![a, b]));
+    let max_backlog = 256 << 10;
+    let transport = loopback_multicast(60).max_backlog(max_backlog).command_capacity(4);
+    let node = |me| {
+        let vs = horus_core::ViewState::new(group.clone(), me, view.clone()).expect("a member");
+        Box::new(plan.build(vs, Rng::new(me.node), Time::ZERO).expect("builds"))
+    };
+    let mut ha = spawn(node(a), &group, transport.clone()).expect("a starts");
+    let hb = spawn(node(b), &group, transport).expect("b starts");
+    // a hears nothing from b: no credit comes back.
+    ha.faults().partition([b]);
+    let control = ha.control();
+    let size = 1024;
+    let total = 4096; // 4 MiB: far past the flow window and the backlog limit
+    let sender = tokio::spawn(async move {
+        let mut sent = 0;
+        for _ in 0..total {
+            let msg = Message::new(Bytes::from(vec![7u8; size])).with_level(Level::Fifo);
+            if control.down(Down::Cast(msg)).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    // The sender stalls: the backlog stays near the limit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!sender.is_finished(), "4 MiB of casts went down with no credit");
+    let held = ha.counters().await.expect("counters").node("flow", "held_bytes");
+    let slack = (COMMAND_SLACK * (size + 64)) as u64;
+    assert!(held > 0 && held <= max_backlog + slack, "held {held} bytes");
+    // b is heard again: credit flows, every cast goes down.
+    ha.faults().heal();
+    let sent = tokio::time::timeout(PATIENCE, sender).await.expect("the sender finishes");
+    assert_eq!(sent.expect("no panic"), total);
+    // Drain a's events so its driver is not held back by the application.
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(10), ha.next_event()).await {
+    }
+    hb.shutdown().await.expect("b stops");
+    ha.shutdown().await.expect("a stops");
+}
+
+/// Commands the driver may take in one turn past the backlog check (its command batch plus
+/// the queue), each a held cast at most.
+const COMMAND_SLACK: usize = 64 + 4;
