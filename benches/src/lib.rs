@@ -1,4 +1,10 @@
-//! Shared pieces of the benchmarks: two stacks joined back to back, with no network.
+//! The benchmarks of Horus for Rust.
+//!
+//! - [`Pair`]: two stacks joined back to back with no network, for the criterion micro
+//!   benchmarks of each layer and whole stacks (`benches/stacks.rs`).
+//! - [`hist`]: latency histograms that merge across processes.
+
+pub mod hist;
 
 use std::sync::Arc;
 use std::time::Duration;
