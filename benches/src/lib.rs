@@ -2,9 +2,17 @@
 //!
 //! - [`Pair`]: two stacks joined back to back with no network, for the criterion micro
 //!   benchmarks of each layer and whole stacks (`benches/stacks.rs`).
-//! - [`hist`]: latency histograms that merge across processes.
+//! - [`multi`]: the multi-process benchmark, a group of processes over real UDP measured
+//!   beside raw UDP in the same run (`horus-bench`; #8).
 
+pub mod error;
+mod fleet;
 pub mod hist;
+pub mod multi;
+pub mod proto;
+mod raw;
+
+pub use error::BenchError;
 
 use std::sync::Arc;
 use std::time::Duration;
