@@ -32,8 +32,9 @@ pub const QUIET: Duration = Duration::from_millis(200);
 /// How often a receiver with nothing to read looks at its orders.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Datagrams read between two looks at the orders while traffic flows.
-const ORDERS_EVERY: u32 = 1024;
+/// How often a receiver looks at its orders while traffic flows (an order such as `go` must
+/// not wait behind a stream of datagrams, or the senders start apart).
+const ORDERS_EVERY: Duration = Duration::from_millis(1);
 
 fn err(what: &str, e: io::Error) -> BenchError {
     BenchError::InMember(format!("raw UDP: {what}: {e}"))
@@ -52,7 +53,7 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
     let mut drain_since: Option<Instant> = None;
     let mut last_rx = Instant::now();
     let mut buf = vec![0u8; 1 << 16];
-    let mut since_orders = 0;
+    let mut orders_at = Instant::now();
     loop {
         match recv.recv(&mut buf) {
             Ok(n) => {
@@ -65,8 +66,7 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
                 if tally.is_complete() {
                     break;
                 }
-                since_orders += 1;
-                if since_orders < ORDERS_EVERY {
+                if last_rx.duration_since(orders_at) < ORDERS_EVERY {
                     continue;
                 }
             }
@@ -75,7 +75,7 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(err("receive", e)),
         }
-        since_orders = 0;
+        orders_at = Instant::now();
         loop {
             match orders.try_recv() {
                 Ok(Order::Peers(p)) if spec.unicast => dests = p,
