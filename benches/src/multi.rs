@@ -29,6 +29,8 @@
 //! - `raw_*`: the same for raw UDP; `raw_lost` the messages some receiver never got.
 //! - `ratio`: `msgs_per_sec` ÷ `raw_msgs_per_sec`.
 //! - `retransmissions`: summed over members: `mnak`'s `retrans_sent` and `pt2pt`'s `retrans`.
+//! - `datagrams_per_msg`: datagrams the members sent (the runtime's `datagrams_sent`,
+//!   acknowledgements and the other control traffic included) per message cast.
 //!
 //! # Pacing
 //! With `--rate R` each sender sends R messages a second (a token bucket: message `i` is due
@@ -268,6 +270,9 @@ pub struct Report {
     pub rate: Option<f64>,
     /// The stack, as given.
     pub stack: String,
+    /// Datagrams the members sent per message cast, control traffic included: how well
+    /// small messages are packed (below 1) or large ones fragmented (above 1).
+    pub datagrams_per_msg: f64,
     /// Raw UDP: messages sent and never received, summed over receivers.
     pub raw_lost: Option<u64>,
     pub raw_lat_p50_us: Option<f64>,
@@ -329,7 +334,11 @@ impl fmt::Display for Report {
             Some(r) => write!(f, "ratio {r:.3}")?,
             None => write!(f, "ratio -")?,
         }
-        write!(f, "; retransmissions {}", self.retransmissions)
+        write!(
+            f,
+            "; retransmissions {}; datagrams per message {}",
+            self.retransmissions, self.datagrams_per_msg
+        )
     }
 }
 
@@ -549,6 +558,11 @@ fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>
         count: args.count,
         rate: args.rate,
         stack: args.stack.clone(),
+        datagrams_per_msg: round(
+            horus.iter().map(|m| m.datagrams_sent).sum::<u64>() as f64
+                / (args.sender_count() as f64 * f64::from(args.count)),
+            3,
+        ),
         raw_lost: r.as_ref().map(|r| r.lost),
         raw_lat_p50_us: r.as_ref().map(|r| us(r.latency.percentile(0.5))),
         raw_lat_p99_us: r.as_ref().map(|r| us(r.latency.percentile(0.99))),
@@ -736,6 +750,7 @@ impl HorusMember {
                             let counters = group.counters().await.map_err(in_member)?;
                             tally.result.retransmissions =
                                 counters.node("mnak", "retrans_sent") + counters.node("pt2pt", "retrans");
+                            tally.result.datagrams_sent = counters.member.runtime.datagrams_sent;
                             say(&Line::Result(tally.result.clone())).map_err(in_member)?;
                         }
                     }
@@ -923,6 +938,7 @@ mod tests {
                 first_to_last_ns: ms * 1_000_000,
                 latency,
                 retransmissions: 1,
+                datagrams_sent: 1500,
             }
         };
         // 2000 in 1 s and 2000 in 0.5 s: 3000 msgs/s on average.
@@ -936,6 +952,8 @@ mod tests {
         assert_eq!(r.ratio, Some(0.75));
         assert_eq!((r.retransmissions, r.raw_lost), (2, Some(1000)));
         assert_eq!((r.lat_p50_us, r.lat_max_us), (10.0, 30.0));
+        // 3000 datagrams for 2 senders x 100000 default count.
+        assert_eq!(r.datagrams_per_msg, 0.015);
         let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(json["senders"], "all");
         assert_eq!(json["transport"], "multicast");

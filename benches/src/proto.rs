@@ -141,6 +141,9 @@ pub struct MemberResult {
     pub latency: Histogram,
     /// Retransmissions this member sent (horus: `mnak` `retrans_sent` + `pt2pt` `retrans`).
     pub retransmissions: u64,
+    /// Horus: datagrams this member handed to the kernel, control traffic included.
+    #[serde(default)]
+    pub datagrams_sent: u64,
 }
 
 impl MemberResult {
