@@ -635,6 +635,9 @@ impl Tally {
     }
 }
 
+/// How long the first member looks for its group before founding it.
+const FOUNDER_DISCOVERY: Duration = Duration::from_millis(50);
+
 /// Bytes of the buffers messages are cut from.
 const PAYLOAD_CHUNK: usize = 64 << 10;
 
@@ -689,14 +692,17 @@ impl HorusMember {
             }
             _ => TransportConfig::unicast_only(spec.seed).bind(local),
         };
-        let mut group = Group::builder(&spec.group)
+        let mut builder = Group::builder(&spec.group)
             .stack(&spec.stack)
             .transport(transport)
             .founder(spec.founder)
-            .join_timeout(spec.timeout())
-            .join()
-            .await
-            .map_err(|e| in_member(format!("cannot join: {e}")))?;
+            .join_timeout(spec.timeout());
+        if spec.founder {
+            // The founder starts alone, in a group of a name nobody else uses: it need not
+            // look for the group long before founding it.
+            builder = builder.discovery_timeout(FOUNDER_DISCOVERY);
+        }
+        let mut group = builder.join().await.map_err(|e| in_member(format!("cannot join: {e}")))?;
         say(&Line::Joined { addr: group.control().local_addr() }).map_err(in_member)?;
 
         // A view of every member.
