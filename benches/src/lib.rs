@@ -1,4 +1,18 @@
-//! Shared pieces of the benchmarks: two stacks joined back to back, with no network.
+//! The benchmarks of Horus for Rust.
+//!
+//! - [`Pair`]: two stacks joined back to back with no network, for the criterion micro
+//!   benchmarks of each layer and whole stacks (`benches/stacks.rs`).
+//! - [`multi`]: the multi-process benchmark, a group of processes over real UDP measured
+//!   beside raw UDP in the same run (`horus-bench`; #8).
+
+pub mod error;
+mod fleet;
+pub mod hist;
+pub mod multi;
+pub mod proto;
+mod raw;
+
+pub use error::BenchError;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,980 @@
+//! The multi-process benchmark (`horus-bench`, later `horus bench`): a group of member
+//! processes on this host casting over real UDP, measured beside raw UDP in the same run.
+//!
+//! [`run`] starts `--members` processes (the program a [`Launcher`] names, with a hidden
+//! subcommand that calls [`member`]). Each joins one group through [`horus::Group`] with the
+//! given stack over loopback (multicast through `127.0.0.1`, or unicast-only), and says so on
+//! its stdout. Once every member has a view of all of them, the parent says `go`, and the
+//! senders (all, or with `--senders one` the last member to join, so that total-order casts
+//! go through a sequencer that is another member, as they generally do) cast `--count`
+//! messages each at `--level`. Every member counts its deliveries and records each one's
+//! latency: the sender writes its send time in the message (see [`proto::now_ns`] for the
+//! clock), the receiver subtracts it from the delivery time. Once a member has delivered
+//! every message it reports one JSON line; the parent aggregates them into a [`Report`].
+//!
+//! Then, unless `--no-baseline`, it does the same over raw UDP: the same number of
+//! processes, senders, sizes, counts and pacing, multicast to a group address of the same
+//! kind or one datagram per member by unicast, no protocol. Raw UDP has no flow control, so
+//! a sender at full speed overruns the receivers' socket buffers; the datagrams lost are
+//! counted, and raw rates are computed from what was received over the receive interval.
+//! A message longer than a datagram (65,507 bytes) goes as several, and counts when its last
+//! part arrives.
+//!
+//! # The figures
+//! - `msgs_per_sec`: messages delivered per second per member, as in JGroups' MPerf: at each
+//!   member, messages delivered ÷ (last delivery − first delivery), averaged over members.
+//! - `mb_per_sec`: `msgs_per_sec` × size, in MB (10⁶ bytes) per second.
+//! - `lat_*_us`: delivery latency, over every message at every member, in microseconds, from
+//!   an HDR-style histogram (within 0.8 %); `max` exact.
+//! - `raw_*`: the same for raw UDP; `raw_lost` the messages some receiver never got.
+//! - `ratio`: `msgs_per_sec` ÷ `raw_msgs_per_sec`.
+//! - `retransmissions`: summed over members: `mnak`'s `retrans_sent` and `pt2pt`'s `retrans`.
+//! - `datagrams_per_msg`: datagrams the members sent (the runtime's `datagrams_sent`,
+//!   acknowledgements and the other control traffic included) per message cast.
+//!
+//! # Pacing
+//! With `--rate R` each sender sends R messages a second (a token bucket: message `i` is due
+//! at `start + i/R`; the sender sleeps until the next is due and then sends every message
+//! that is due). A sleep overshoots by the kernel's timer slack (about 50–60 µs on Linux),
+//! so at 10,000 a second messages leave singly or in pairs, never late by more than one
+//! interval; over the run the rate is exact. Without `--rate` senders cast as fast as the
+//! stack takes casts (its queues give back-pressure).
+//!
+//! # Bounds
+//! `--timeout` bounds each half of the run (horus, then raw UDP) from the start of its
+//! processes to its last report: a member that cannot join, a view that never fills, a
+//! member lost, deliveries that stop, all end the run with a [`BenchError`] naming what was
+//! waited for. Member processes are killed and reaped on every path, and exit by themselves
+//! when the parent goes away (their stdin closes).
+//!
+//! # Loopback and fragment sizes
+//! The default stack `vsync` fragments and packs at 1400 bytes, for an Ethernet MTU. On
+//! loopback datagrams reach 64 KiB: a stack such as
+//! `gms:frag(size=60000):total:causal:safe:flow:stable:mnak:suspect:pt2pt:pack(size=60000)`
+//! sends a 64 KiB message in two datagrams instead of 47, and packs many small messages in
+//! one. Pass it with `--stack` to see what that gives.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use horus::{Event, Group, GroupHandle, Level, TransportConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::BenchError;
+use crate::fleet::Fleet;
+pub use crate::fleet::Launcher;
+use crate::hist::Histogram;
+use crate::proto::{self, say, Header, Line, MemberResult, Order, HEADER_LEN};
+use crate::raw;
+
+/// The most members a run starts.
+pub const MAX_MEMBERS: usize = 32;
+
+/// The largest message: raw UDP must send it in at most 255 datagrams.
+pub const MAX_SIZE: usize = 8 << 20;
+
+/// Who sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Senders {
+    /// Every member.
+    All,
+    /// One member: the last to join (not the coordinator, which sequences total order).
+    One,
+}
+
+/// How members reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// IP multicast on the loopback interface.
+    Multicast,
+    /// A datagram to each member.
+    Unicast,
+}
+
+impl fmt::Display for Senders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Senders::All => "all",
+            Senders::One => "one",
+        })
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Multicast => "multicast",
+            Transport::Unicast => "unicast",
+        })
+    }
+}
+
+/// The benchmark's arguments; a program embeds them with `#[command(flatten)]`.
+///
+/// # Examples
+/// ```
+/// use clap::Parser;
+/// use horus_benches::multi::BenchArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     bench: BenchArgs,
+/// }
+///
+/// let cli = Cli::parse_from(["bench", "--members", "2", "--level", "total", "--json"]);
+/// assert_eq!(cli.bench.members, 2);
+/// assert!(cli.bench.validate().is_ok());
+/// ```
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Member processes to start on this host (2 to 32).
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// Who casts: every member, or one.
+    #[arg(long, value_enum, default_value_t = Senders::All)]
+    pub senders: Senders,
+    /// Bytes per message (16 B to 8 MiB; suffixes k, K, M: `1k` = 1000, `64K` = 65536).
+    #[arg(long, default_value = "1000", value_parser = parse_size)]
+    pub size: usize,
+    /// Messages each sender casts.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u32,
+    /// Service level of the casts: fifo, causal, total or safe.
+    #[arg(long, default_value = "fifo", value_parser = parse_level)]
+    pub level: Level,
+    /// Multicast on loopback, or unicast to each member.
+    #[arg(long, value_enum, default_value_t = Transport::Multicast)]
+    pub transport: Transport,
+    /// Messages per second each sender casts (default: as fast as the stack takes them).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Print one JSON line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the raw UDP run (no `raw_*` figures, no ratio).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// The stack: a spec with `gms` on top, or a preset.
+    #[arg(long, default_value = horus::DEFAULT_STACK)]
+    pub stack: String,
+    /// Bound on each half of the run (horus, raw UDP): `60s`, `500ms`, `2m`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Members other than the first try to join a group nobody founds (tests the bound).
+    #[arg(long, hide = true)]
+    pub fail_join: bool,
+}
+
+impl BenchArgs {
+    /// Checks the arguments describe a run this host can attempt: members, size, count, rate
+    /// and timeout in range, and a stack that builds, has membership and offers the level.
+    ///
+    /// # Errors
+    /// [`BenchError::BadArgs`], saying which and what to give.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |s: String| Err(BenchError::BadArgs(s));
+        if !(2..=MAX_MEMBERS).contains(&self.members) {
+            return bad(format!("--members {}: give 2 to {MAX_MEMBERS}", self.members));
+        }
+        if !(HEADER_LEN..=MAX_SIZE).contains(&self.size) {
+            return bad(format!(
+                "--size {}: give {HEADER_LEN} bytes (the send time and sequence number every \
+                 message carries) to {MAX_SIZE}",
+                self.size
+            ));
+        }
+        if self.count == 0 {
+            return bad("--count 0: give at least 1".into());
+        }
+        if let Some(r) = self.rate {
+            if !(r.is_finite() && r >= 1.0) {
+                return bad(format!("--rate {r}: give at least 1 message per second"));
+            }
+        }
+        if self.timeout.is_zero() {
+            return bad("--timeout 0: give a positive duration, e.g. 60s".into());
+        }
+        let plan = horus::registry()
+            .plan(&self.stack)
+            .map_err(|e| BenchError::BadArgs(format!("--stack {}: {e}", self.stack)))?;
+        if !plan.gives().contains(horus::core::Props::MEMBERSHIP) {
+            return bad(format!(
+                "--stack {}: a group needs the membership layer on top (`gms:` before the \
+                 spec, or the preset vsync)",
+                self.stack
+            ));
+        }
+        if !plan.levels().contains(&self.level) {
+            return bad(format!(
+                "--level {}: stack {} does not offer it",
+                self.level.as_str(),
+                self.stack
+            ));
+        }
+        Ok(())
+    }
+
+    fn sender_count(&self) -> usize {
+        match self.senders {
+            Senders::All => self.members,
+            Senders::One => 1,
+        }
+    }
+
+    fn is_sender(&self, index: usize) -> bool {
+        match self.senders {
+            Senders::All => true,
+            Senders::One => index + 1 == self.members,
+        }
+    }
+}
+
+/// The hidden subcommand a member process runs; its settings come from the parent.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MemberArgs {
+    /// The member's settings, as the parent wrote them (JSON).
+    #[arg(long)]
+    pub spec: String,
+}
+
+/// What the run measured: one JSON line (`--json`) or a table (`Display`).
+///
+/// The first fields are those of #8, in its order; `None` (JSON `null`) for the raw figures
+/// with `--no-baseline`, or for a ratio to a raw rate of zero.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub members: usize,
+    pub senders: Senders,
+    pub size: usize,
+    pub level: String,
+    pub transport: Transport,
+    pub msgs_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub lat_p50_us: f64,
+    pub lat_p99_us: f64,
+    pub lat_max_us: f64,
+    pub raw_msgs_per_sec: Option<f64>,
+    pub raw_mb_per_sec: Option<f64>,
+    pub ratio: Option<f64>,
+    pub retransmissions: u64,
+    /// Messages each sender cast.
+    pub count: u32,
+    /// Each sender's pace, if any.
+    pub rate: Option<f64>,
+    /// The stack, as given.
+    pub stack: String,
+    /// Datagrams the members sent per message cast, control traffic included: how well
+    /// small messages are packed (below 1) or large ones fragmented (above 1).
+    pub datagrams_per_msg: f64,
+    /// Raw UDP: messages sent and never received, summed over receivers.
+    pub raw_lost: Option<u64>,
+    pub raw_lat_p50_us: Option<f64>,
+    pub raw_lat_p99_us: Option<f64>,
+}
+
+impl Report {
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report of numbers and strings serializes")
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pace = self.rate.map_or("as fast as taken".into(), |r| format!("{r} msgs/s each"));
+        writeln!(
+            f,
+            "{} members, {} sending {} x {} B at {}, {}, {pace}, stack {}",
+            self.members,
+            self.senders,
+            self.count,
+            self.size,
+            self.level,
+            self.transport,
+            self.stack
+        )?;
+        writeln!(
+            f,
+            "{:<8} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "", "msgs/s/member", "MB/s", "p50 us", "p99 us", "max us", "lost"
+        )?;
+        writeln!(
+            f,
+            "{:<8} {:>14.0} {:>10.2} {:>10.1} {:>10.1} {:>10.1} {:>10}",
+            "horus",
+            self.msgs_per_sec,
+            self.mb_per_sec,
+            self.lat_p50_us,
+            self.lat_p99_us,
+            self.lat_max_us,
+            0
+        )?;
+        match (self.raw_msgs_per_sec, self.raw_mb_per_sec) {
+            (Some(m), Some(mb)) => writeln!(
+                f,
+                "{:<8} {:>14.0} {:>10.2} {:>10.1} {:>10.1} {:>10} {:>10}",
+                "raw UDP",
+                m,
+                mb,
+                self.raw_lat_p50_us.unwrap_or(0.0),
+                self.raw_lat_p99_us.unwrap_or(0.0),
+                "",
+                self.raw_lost.unwrap_or(0)
+            )?,
+            _ => writeln!(f, "raw UDP  (not measured: --no-baseline)")?,
+        }
+        match self.ratio {
+            Some(r) => write!(f, "ratio {r:.3}")?,
+            None => write!(f, "ratio -")?,
+        }
+        write!(
+            f,
+            "; retransmissions {}; datagrams per message {}",
+            self.retransmissions, self.datagrams_per_msg
+        )
+    }
+}
+
+/// Runs the benchmark `args` describe, starting members with `launcher`; blocks until the
+/// run ends (each half within `args.timeout`). `args.json` is for the caller: print
+/// [`Report::to_json`] or the report's table.
+///
+/// # Errors
+/// [`BenchError::BadArgs`] before anything starts; [`BenchError::Spawn`],
+/// [`BenchError::TimedOut`] or [`BenchError::Member`] when a run cannot finish. Every member
+/// process is killed and reaped on return.
+pub fn run(args: &BenchArgs, launcher: &Launcher) -> Result<Report, BenchError> {
+    args.validate()?;
+    let name = format!("horus-bench-{}-{}", std::process::id(), proto::now_ns());
+    let horus = run_horus(args, launcher, &name)?;
+    let raw = if args.no_baseline { None } else { Some(run_raw(args, launcher, &name)?) };
+    Ok(report(args, &horus, raw.as_deref()))
+}
+
+/// The settings of one member process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Spec {
+    pub raw: bool,
+    pub index: usize,
+    pub members: usize,
+    pub sender: bool,
+    pub senders: usize,
+    pub size: usize,
+    pub count: u32,
+    pub level: String,
+    pub unicast: bool,
+    pub group: String,
+    /// The multicast group's address (multicast only).
+    pub addr: Option<SocketAddr>,
+    /// A member to join through (horus, unicast only).
+    pub seed: Option<SocketAddr>,
+    pub rate: Option<f64>,
+    pub timeout_ms: u64,
+    pub stack: String,
+    pub founder: bool,
+}
+
+impl Spec {
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Messages this member should deliver.
+    pub(crate) fn expected(&self) -> u64 {
+        self.senders as u64 * u64::from(self.count)
+    }
+
+    fn new(args: &BenchArgs, index: usize, group: &str, raw: bool, left: Duration) -> Spec {
+        let unicast = args.transport == Transport::Unicast;
+        Spec {
+            raw,
+            index,
+            members: args.members,
+            sender: args.is_sender(index),
+            senders: args.sender_count(),
+            size: args.size,
+            count: args.count,
+            level: args.level.as_str().into(),
+            unicast,
+            group: group.into(),
+            addr: if unicast { None } else { horus::default_transport(group).group() },
+            seed: None,
+            rate: args.rate,
+            timeout_ms: left.as_millis().max(1) as u64,
+            stack: args.stack.clone(),
+            founder: index == 0,
+        }
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a spec of numbers and strings serializes")
+    }
+}
+
+/// What to check when members do not find each other in time.
+const REACH: &str = "check that the members can reach each other on this transport \
+                     (multicast through 127.0.0.1; or try --transport unicast), or raise \
+                     --timeout";
+
+/// What to check when a run is too slow to finish in time.
+const SLOW: &str = "raise --timeout, or lower --count or --members if the host is too slow \
+                    for this run";
+
+fn run_horus(
+    args: &BenchArgs,
+    launcher: &Launcher,
+    name: &str,
+) -> Result<Vec<MemberResult>, BenchError> {
+    let deadline = Instant::now() + args.timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let mut fleet = Fleet::new("member");
+    // The first member founds the group alone; the others join it, so that members started
+    // together never found groups of their own.
+    fleet.spawn(launcher, &Spec::new(args, 0, name, false, left()).to_json())?;
+    let seed = fleet.wait_for(&[0], ("a first view (joined)", REACH), deadline, |l| match l {
+        Line::Joined { addr } => Some(*addr),
+        _ => None,
+    })?[0];
+    for i in 1..args.members {
+        let mut spec = Spec::new(args, i, name, false, left());
+        if spec.unicast {
+            spec.seed = Some(seed);
+        }
+        if args.fail_join {
+            spec.group = format!("{name}-elsewhere");
+            spec.addr = spec.addr.and(horus::default_transport(&spec.group).group());
+            spec.seed = None;
+        }
+        fleet.spawn(launcher, &spec.to_json())?;
+    }
+    let all = fleet.all();
+    let full = format!("a view of all {} members", args.members);
+    fleet.wait_for(&all, (&full, REACH), deadline, |l| matches!(l, Line::Ready).then_some(()))?;
+    fleet.order_all(&Order::Go)?;
+    let what =
+        format!("the delivery of every cast ({} senders x {})", args.sender_count(), args.count);
+    let results = fleet.wait_for(&all, (&what, SLOW), deadline, |l| match l {
+        Line::Result(r) => Some(r.clone()),
+        _ => None,
+    })?;
+    fleet.finish();
+    Ok(results)
+}
+
+fn run_raw(
+    args: &BenchArgs,
+    launcher: &Launcher,
+    name: &str,
+) -> Result<Vec<MemberResult>, BenchError> {
+    let deadline = Instant::now() + args.timeout;
+    let group = format!("{name}-raw");
+    let mut fleet = Fleet::new("raw UDP member");
+    for i in 0..args.members {
+        let left = deadline.saturating_duration_since(Instant::now());
+        fleet.spawn(launcher, &Spec::new(args, i, &group, true, left).to_json())?;
+    }
+    let all = fleet.all();
+    let addrs = fleet.wait_for(&all, ("open sockets", SLOW), deadline, |l| match l {
+        Line::Bound { addr } => Some(*addr),
+        _ => None,
+    })?;
+    if args.transport == Transport::Unicast {
+        fleet.order_all(&Order::Peers(addrs))?;
+    }
+    fleet.order_all(&Order::Go)?;
+    let senders: Vec<usize> = all.iter().copied().filter(|&i| args.is_sender(i)).collect();
+    fleet.wait_for(&senders, ("the end of sending", SLOW), deadline, |l| {
+        matches!(l, Line::Sent).then_some(())
+    })?;
+    fleet.order_all(&Order::Drain)?;
+    let results = fleet.wait_for(&all, ("the receivers' counts", SLOW), deadline, |l| match l {
+        Line::Result(r) => Some(r.clone()),
+        _ => None,
+    })?;
+    fleet.finish();
+    Ok(results)
+}
+
+/// Rounds to `digits` decimals.
+fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+fn us(ns: u64) -> f64 {
+    round(ns as f64 / 1000.0, 1)
+}
+
+/// The figures of one half of the run.
+struct Summary {
+    msgs_per_sec: f64,
+    latency: Histogram,
+    retransmissions: u64,
+    lost: u64,
+}
+
+fn summarize(results: &[MemberResult]) -> Summary {
+    let mut latency = Histogram::new();
+    results.iter().for_each(|r| latency.merge(&r.latency));
+    let n = results.len().max(1) as f64;
+    Summary {
+        msgs_per_sec: results.iter().map(MemberResult::rate).sum::<f64>() / n,
+        latency,
+        retransmissions: results.iter().map(|r| r.retransmissions).sum(),
+        lost: results.iter().map(|r| r.expected.saturating_sub(r.delivered)).sum(),
+    }
+}
+
+fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>) -> Report {
+    let h = summarize(horus);
+    let r = raw.map(summarize);
+    let mb = |rate: f64| round(rate * args.size as f64 / 1e6, 2);
+    let ratio = r
+        .as_ref()
+        .filter(|r| r.msgs_per_sec > 0.0)
+        .map(|r| round(h.msgs_per_sec / r.msgs_per_sec, 3));
+    Report {
+        members: args.members,
+        senders: args.senders,
+        size: args.size,
+        level: args.level.as_str().into(),
+        transport: args.transport,
+        msgs_per_sec: round(h.msgs_per_sec, 0),
+        mb_per_sec: mb(h.msgs_per_sec),
+        lat_p50_us: us(h.latency.percentile(0.5)),
+        lat_p99_us: us(h.latency.percentile(0.99)),
+        lat_max_us: us(h.latency.max()),
+        raw_msgs_per_sec: r.as_ref().map(|r| round(r.msgs_per_sec, 0)),
+        raw_mb_per_sec: r.as_ref().map(|r| mb(r.msgs_per_sec)),
+        ratio,
+        retransmissions: h.retransmissions,
+        count: args.count,
+        rate: args.rate,
+        stack: args.stack.clone(),
+        datagrams_per_msg: round(
+            horus.iter().map(|m| m.datagrams_sent).sum::<u64>() as f64
+                / (args.sender_count() as f64 * f64::from(args.count)),
+            3,
+        ),
+        raw_lost: r.as_ref().map(|r| r.lost),
+        raw_lat_p50_us: r.as_ref().map(|r| us(r.latency.percentile(0.5))),
+        raw_lat_p99_us: r.as_ref().map(|r| us(r.latency.percentile(0.99))),
+    }
+}
+
+/// Runs a member process: what the hidden subcommand calls. Reports on stdout, takes orders
+/// on stdin, and returns when the parent says `exit` or goes away.
+///
+/// # Errors
+/// [`BenchError::BadArgs`] for a spec that does not parse; [`BenchError::InMember`] when the
+/// member fails (it has then said why on stdout, for the parent).
+pub fn member(args: &MemberArgs) -> Result<(), BenchError> {
+    let spec: Spec = serde_json::from_str(&args.spec)
+        .map_err(|e| BenchError::BadArgs(format!("--spec: {e} (it is written by the parent)")))?;
+    let outcome = if spec.raw { raw::member(&spec) } else { horus_member(&spec) };
+    if let Err(e) = &outcome {
+        let _ = say(&Line::Error { message: e.to_string() });
+    }
+    outcome
+}
+
+/// The parent's orders, as a tokio channel.
+fn orders() -> mpsc::UnboundedReceiver<Order> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    proto::read_orders(move |o| tx.send(o).is_ok());
+    rx
+}
+
+fn in_member(what: impl fmt::Display) -> BenchError {
+    BenchError::InMember(what.to_string())
+}
+
+fn horus_member(spec: &Spec) -> Result<(), BenchError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| in_member(format!("cannot start the tokio runtime: {e}")))?;
+    let outcome = rt.block_on(HorusMember::run(spec, rt.handle().clone()));
+    // A paced sender may still be sleeping in its thread: do not wait for it.
+    rt.shutdown_background();
+    outcome
+}
+
+/// Counts deliveries and their latencies.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub result: MemberResult,
+    first: Option<Instant>,
+    pub malformed: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(expected: u64) -> Self {
+        Tally { result: MemberResult { expected, ..MemberResult::default() }, ..Tally::default() }
+    }
+
+    /// A message whose header is `h` was delivered now.
+    pub(crate) fn on_deliver(&mut self, h: &Header) {
+        let now = Instant::now();
+        let first = *self.first.get_or_insert(now);
+        let r = &mut self.result;
+        r.latency.record(proto::now_ns().saturating_sub(h.sent_ns));
+        r.delivered += 1;
+        r.first_to_last_ns = now.duration_since(first).as_nanos() as u64;
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.result.delivered >= self.result.expected
+    }
+}
+
+/// How long the first member looks for its group before founding it.
+const FOUNDER_DISCOVERY: Duration = Duration::from_millis(50);
+
+/// Bytes of the buffers messages are cut from.
+const PAYLOAD_CHUNK: usize = 64 << 10;
+
+/// Messages of one sender, cut from shared buffers (one allocation per [`PAYLOAD_CHUNK`], not
+/// per message).
+pub(crate) struct Payloads {
+    buf: BytesMut,
+    size: usize,
+    sender: u16,
+}
+
+impl Payloads {
+    pub(crate) fn new(size: usize, sender: usize) -> Self {
+        Payloads { buf: BytesMut::new(), size, sender: sender as u16 }
+    }
+
+    /// Message `seq`, stamped with the time now.
+    pub(crate) fn next(&mut self, seq: u32) -> Bytes {
+        if self.buf.capacity() < self.size {
+            // Small enough to come from malloc's free lists rather than fresh pages (a fresh
+            // megabyte costs 256 page faults, which showed in the profile).
+            self.buf = BytesMut::with_capacity(self.size.max(PAYLOAD_CHUNK));
+        }
+        self.buf.resize(self.size, 0);
+        let mut m = self.buf.split();
+        Header { sender: self.sender, part: 0, parts: 1, seq, sent_ns: proto::now_ns() }
+            .write(&mut m);
+        m.freeze()
+    }
+}
+
+/// Sleeps until message `seq` of a sender pacing at `rate` from `start` is due.
+pub(crate) fn pace(start: Instant, rate: f64, seq: u32) {
+    let due = start + Duration::from_secs_f64(f64::from(seq) / rate);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}
+
+struct HorusMember;
+
+impl HorusMember {
+    async fn run(spec: &Spec, rt: tokio::runtime::Handle) -> Result<(), BenchError> {
+        let deadline = tokio::time::Instant::now() + spec.timeout();
+        let level = Level::from_str(&spec.level).map_err(in_member)?;
+        let mut orders = orders();
+        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let transport = match spec.addr {
+            Some(group) if !spec.unicast => {
+                TransportConfig::multicast(group).interface_v4(Ipv4Addr::LOCALHOST).bind(local)
+            }
+            _ => TransportConfig::unicast_only(spec.seed).bind(local),
+        };
+        let mut builder = Group::builder(&spec.group)
+            .stack(&spec.stack)
+            .transport(transport)
+            .founder(spec.founder)
+            .join_timeout(spec.timeout());
+        if spec.founder {
+            // The founder starts alone, in a group of a name nobody else uses: it need not
+            // look for the group long before founding it.
+            builder = builder.discovery_timeout(FOUNDER_DISCOVERY);
+        }
+        let mut group = builder.join().await.map_err(|e| in_member(format!("cannot join: {e}")))?;
+        say(&Line::Joined { addr: group.control().local_addr() }).map_err(in_member)?;
+
+        // A view of every member.
+        loop {
+            tokio::select! {
+                ev = group.next_event() => match ev {
+                    Some(Event::View(c)) if c.view.members.len() >= spec.members => break,
+                    Some(Event::Exit) | None => {
+                        return Err(in_member("excluded from the group before its view was full"))
+                    }
+                    _ => {}
+                },
+                o = orders.recv() => if matches!(o, None | Some(Order::Exit)) { return Ok(()) },
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(in_member(format!(
+                        "no view of {} members within the timeout; the last had {}",
+                        spec.members,
+                        group.view().members.len()
+                    )))
+                }
+            }
+        }
+        say(&Line::Ready).map_err(in_member)?;
+
+        // Deliveries may begin before this member is told `go`: count from now.
+        let mut tally = Tally::new(spec.expected());
+        let (fail_tx, mut fails) = mpsc::unbounded_channel::<String>();
+        let mut reported = false;
+        loop {
+            // Biased, in this order (no random draw per turn): the orders and the sender's
+            // failures, almost never ready, are looked at every turn, even while events
+            // stream in; the deadline only when no event is ready.
+            tokio::select! {
+                biased;
+                o = orders.recv() => match o {
+                    Some(Order::Go) if spec.sender => {
+                        start_sender(spec, group.handle(), level, rt.clone(), fail_tx.clone())
+                    }
+                    None | Some(Order::Exit) => return Ok(()),
+                    _ => {}
+                },
+                Some(why) = fails.recv() => return Err(in_member(format!("a cast failed: {why}"))),
+                ev = group.next_event() => match ev {
+                    Some(Event::Message { level: Some(_), data, .. }) => {
+                        match Header::read(&data) {
+                            Some(h) => tally.on_deliver(&h),
+                            None => tally.malformed += 1,
+                        }
+                        if !reported && tally.is_complete() {
+                            reported = true;
+                            let counters = group.counters().await.map_err(in_member)?;
+                            tally.result.retransmissions =
+                                counters.node("mnak", "retrans_sent") + counters.node("pt2pt", "retrans");
+                            tally.result.datagrams_sent = counters.member.runtime.datagrams_sent;
+                            say(&Line::Result(tally.result.clone())).map_err(in_member)?;
+                        }
+                    }
+                    Some(Event::View(c)) if !reported && c.view.members.len() < spec.members => {
+                        return Err(in_member(format!(
+                            "a member was lost: the view went to {} of {} members after {} of {} deliveries",
+                            c.view.members.len(),
+                            spec.members,
+                            tally.result.delivered,
+                            tally.result.expected
+                        )))
+                    }
+                    Some(Event::Exit) | None if !reported => {
+                        return Err(in_member(format!(
+                            "excluded from the group after {} of {} deliveries",
+                            tally.result.delivered, tally.result.expected
+                        )))
+                    }
+                    Some(Event::Exit) | None => return Ok(()),
+                    _ => {}
+                },
+                () = tokio::time::sleep_until(deadline), if !reported => {
+                    return Err(in_member(format!(
+                        "delivered {} of {} messages within the timeout",
+                        tally.result.delivered, tally.result.expected
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Starts casting: a task on this runtime at full speed, or a thread that sleeps between
+/// casts when paced (tokio's timer has millisecond resolution; the thread's sleep is finer).
+fn start_sender(
+    spec: &Spec,
+    handle: GroupHandle,
+    level: Level,
+    rt: tokio::runtime::Handle,
+    fails: mpsc::UnboundedSender<String>,
+) {
+    let (count, mut payloads) = (spec.count, Payloads::new(spec.size, spec.index));
+    match spec.rate {
+        None => {
+            tokio::spawn(async move {
+                for seq in 0..count {
+                    if let Err(e) = handle.cast(payloads.next(seq), level).await {
+                        let _ = fails.send(e.to_string());
+                        return;
+                    }
+                }
+            });
+        }
+        Some(rate) => {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                for seq in 0..count {
+                    pace(start, rate, seq);
+                    if let Err(e) = rt.block_on(handle.cast(payloads.next(seq), level)) {
+                        let _ = fails.send(e.to_string());
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Parses a size: bytes, or with a suffix `k` (10³), `K` (2¹⁰), `M` (2²⁰).
+///
+/// # Examples
+/// ```
+/// use horus_benches::multi::parse_size;
+/// assert_eq!(parse_size("1k"), Ok(1000));
+/// assert_eq!(parse_size("64K"), Ok(65536));
+/// assert!(parse_size("lots").is_err());
+/// ```
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, 'k')) => (&s[..i], 1000),
+        Some((i, 'K')) => (&s[..i], 1024),
+        Some((i, 'M')) => (&s[..i], 1 << 20),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{s}` is not a size: give bytes, e.g. 1000, 1k or 64K"))
+}
+
+/// Parses a duration: a number with `ms`, `s` or `m` (seconds if bare).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use horus_benches::multi::parse_duration;
+/// assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(parse_duration("-1s").is_err());
+/// ```
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0 && n * unit < 1e9)
+        .map(|n| Duration::from_secs_f64(n * unit))
+        .ok_or_else(|| format!("`{s}` is not a duration: give e.g. 60s, 500ms or 2m"))
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    Level::from_str(s)
+        .map_err(|_| format!("`{s}` is not a level: give fifo, causal, total or safe"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        Cli::parse_from(std::iter::once("bench").chain(extra.iter().copied())).bench
+    }
+
+    #[test]
+    fn out_of_range_arguments_are_refused_with_the_range() {
+        for (bad, says) in [
+            (&["--members", "1"][..], "2 to"),
+            (&["--size", "15"], "16 bytes"),
+            (&["--count", "0"], "at least 1"),
+            (&["--rate", "0"], "at least 1"),
+            (&["--timeout", "0s"], "positive"),
+            (&["--stack", "reliable"], "membership"),
+            (&["--stack", "gms:nosuch"], "nosuch"),
+        ] {
+            let err = args(bad).validate().unwrap_err().to_string();
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
+        assert!(args(&["--members", "8", "--size", "64K", "--level", "safe"]).validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_do_not_parse() {
+        for bad in [
+            &["--level", "loud"][..],
+            &["--size", "9999999999999999999999"],
+            &["--timeout", "soon"],
+            &["--transport", "carrier-pigeon"],
+        ] {
+            let argv = std::iter::once("bench").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_sender_is_the_last_member() {
+        let a = args(&["--members", "4", "--senders", "one"]);
+        assert_eq!(a.sender_count(), 1);
+        assert_eq!((0..4).filter(|&i| a.is_sender(i)).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn report_averages_members_and_divides_by_raw() {
+        let a = args(&["--members", "2", "--size", "1000"]);
+        let member = |delivered: u64, ms: u64, lat_us: u64| {
+            let mut latency = Histogram::new();
+            latency.record(lat_us * 1000);
+            MemberResult {
+                delivered,
+                expected: 2000,
+                first_to_last_ns: ms * 1_000_000,
+                latency,
+                retransmissions: 1,
+                datagrams_sent: 1500,
+            }
+        };
+        // 2000 in 1 s and 2000 in 0.5 s: 3000 msgs/s on average.
+        let horus = [member(2000, 1000, 10), member(2000, 500, 30)];
+        // 1000 in 0.25 s and 2000 in 0.5 s: 4000; 1000 lost.
+        let raw = [member(1000, 250, 5), member(2000, 500, 5)];
+        let r = report(&a, &horus, Some(&raw));
+        assert_eq!(r.msgs_per_sec, 3000.0);
+        assert_eq!(r.mb_per_sec, 3.0);
+        assert_eq!(r.raw_msgs_per_sec, Some(4000.0));
+        assert_eq!(r.ratio, Some(0.75));
+        assert_eq!((r.retransmissions, r.raw_lost), (2, Some(1000)));
+        assert_eq!((r.lat_p50_us, r.lat_max_us), (10.0, 30.0));
+        // 3000 datagrams for 2 senders x 100000 default count.
+        assert_eq!(r.datagrams_per_msg, 0.015);
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["senders"], "all");
+        assert_eq!(json["transport"], "multicast");
+        let none = report(&a, &horus, None);
+        assert_eq!((none.raw_msgs_per_sec, none.ratio), (None, None));
+        assert!(none.to_string().contains("--no-baseline"));
+    }
+
+    #[test]
+    fn payloads_carry_their_header_at_the_given_size() {
+        let mut p = Payloads::new(1000, 3);
+        let (a, b) = (p.next(0), p.next(1));
+        assert_eq!((a.len(), b.len()), (1000, 1000));
+        let (ha, hb) = (Header::read(&a).unwrap(), Header::read(&b).unwrap());
+        assert_eq!((ha.sender, ha.seq, hb.seq), (3, 0, 1));
+        assert!(hb.sent_ns >= ha.sent_ns);
+    }
+}
