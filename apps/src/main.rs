@@ -31,6 +31,12 @@ enum Command {
     Check(check::CheckArgs),
     /// Run seeded simulations of a stack and check every history they produce.
     Sim(sim::SimArgs),
+    /// Measure a group of member processes on this host, beside raw UDP with the same pattern.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(horus_benches::multi::BenchArgs),
+    /// One member process of `horus bench` (started by the benchmark itself).
+    #[command(hide = true)]
+    BenchMember(horus_benches::multi::MemberArgs),
     /// A member driven by `horus demo` or a test over its stdin and stdout.
     #[command(hide = true)]
     DemoMember(member::ControlArgs),
@@ -45,5 +51,26 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Sim(args) => sim::run(args),
         Command::DemoMember(args) => member::run_controlled(args),
+        Command::Bench(args) => horus_benches::multi::cli(&args, &["bench-member"]),
+        Command::BenchMember(args) => match horus_benches::multi::member(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("horus bench member: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
+
+const BENCH_ABOUT: &str = "\
+Measure a group of member processes on this host, beside raw UDP with the same pattern.
+
+Starts --members processes that join one group over loopback (multicast, or unicast with one
+datagram per member), waits for the full view, then the senders cast --count messages of
+--size bytes each at --level; every member counts deliveries and measures each message's
+latency. In the same run it measures raw UDP with the same processes and pattern (unless
+--no-baseline), so every figure comes with its ratio to what the host gives.
+
+Examples:
+  horus bench --members 3 --size 1000 --count 100000 --level fifo --json
+  horus bench --members 3 --size 1000 --count 100000 --level total --rate 10000";

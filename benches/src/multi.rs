@@ -350,6 +350,27 @@ impl fmt::Display for Report {
 /// [`BenchError::BadArgs`] before anything starts; [`BenchError::Spawn`],
 /// [`BenchError::TimedOut`] or [`BenchError::Member`] when a run cannot finish. Every member
 /// process is killed and reaped on return.
+/// A command-line run: the report printed (one JSON line with `--json`), or the error on
+/// stderr; exit status 0, 1 when the run fails, 2 on a usage error. Members are started as
+/// this program with the arguments `member` (its hidden member subcommand).
+pub fn cli(args: &BenchArgs, member: &[&str]) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let outcome = Launcher::current_exe(member.iter().copied()).and_then(|l| run(args, &l));
+    match outcome {
+        Ok(report) if args.json => println!("{}", report.to_json()),
+        Ok(report) => println!("{report}"),
+        Err(e @ BenchError::BadArgs(_)) => {
+            eprintln!("horus bench: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("horus bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 pub fn run(args: &BenchArgs, launcher: &Launcher) -> Result<Report, BenchError> {
     args.validate()?;
     let name = format!("horus-bench-{}-{}", std::process::id(), proto::now_ns());

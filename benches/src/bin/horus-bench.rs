@@ -10,8 +10,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use horus_benches::multi::{self, BenchArgs, Launcher, MemberArgs};
-use horus_benches::BenchError;
+use horus_benches::multi::{self, BenchArgs, MemberArgs};
 
 /// Measure a process group of Horus for Rust on this host, beside raw UDP.
 #[derive(Parser, Debug)]
@@ -41,18 +40,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    let outcome = Launcher::current_exe(["member"]).and_then(|l| multi::run(&cli.bench, &l));
-    match outcome {
-        Ok(report) if cli.bench.json => println!("{}", report.to_json()),
-        Ok(report) => println!("{report}"),
-        Err(e @ BenchError::BadArgs(_)) => {
-            eprintln!("horus-bench: {e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("horus-bench: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    multi::cli(&cli.bench, &["member"])
 }
