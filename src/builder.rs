@@ -231,7 +231,15 @@ impl GroupBuilder {
             ));
         }
         let stack_error = |source| Error::Stack { spec: self.stack.clone(), source };
-        let plan = crate::registry().plan(&self.stack).map_err(stack_error)?;
+        let transport = self.transport.clone().unwrap_or_else(|| default_transport(&self.name));
+        // Packs and fragments as large as the transport carries in one datagram (64 KiB on
+        // loopback), unless the spec says otherwise.
+        let datagram = transport.datagram_limit().to_string();
+        let plan = crate::registry()
+            .plan(&self.stack)
+            .map_err(stack_error)?
+            .with_default_param("pack", "size", datagram.clone())
+            .with_default_param("frag", "size", datagram);
         let spec = plan.spec();
         if !plan.gives().contains(Props::MEMBERSHIP) {
             return Err(Error::NoMembership { spec });
@@ -251,7 +259,6 @@ impl GroupBuilder {
         if let Some(timeout) = self.discovery {
             node = node.with_discovery(timeout);
         }
-        let transport = self.transport.clone().unwrap_or_else(|| default_transport(&self.name));
         let tried = describe(&transport, self.founder);
         let recorder = match &self.record {
             Some(path) => {

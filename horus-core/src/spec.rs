@@ -355,6 +355,19 @@ impl StackPlan {
         out
     }
 
+    /// Gives every `layer` of the plan the parameter `key = value`, unless the spec set it: a
+    /// runtime tunes the stack to its transport this way (datagram sizes), while a spec's own
+    /// parameters win.
+    pub fn with_default_param(mut self, layer: &str, key: &str, value: impl Into<String>) -> Self {
+        let value = value.into();
+        for (_, params) in self.layers.iter_mut().filter(|(l, _)| l.name == layer) {
+            if !params.iter().any(|(k, _)| k == key) {
+                params.push((key.to_owned(), value.clone()));
+            }
+        }
+        self
+    }
+
     /// The value given to parameter `key` of layer `layer`, if the spec gives one.
     pub fn param(&self, layer: &str, key: &str) -> Option<&str> {
         self.layers

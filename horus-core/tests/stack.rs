@@ -362,3 +362,18 @@ fn block_and_flush_come_back_up_behind_what_went_before() {
     let names: Vec<&str> = drain_up(&mut a).iter().map(|e| e.name()).collect();
     assert_eq!(names, vec!["deliver-cast", "block-ok", "flush"]);
 }
+
+#[test]
+fn a_default_parameter_fills_in_what_the_spec_left_out_and_nothing_else() {
+    let with = |spec: &str| {
+        registry()
+            .plan(spec)
+            .unwrap()
+            .with_default_param("alarm", "at", "20ms")
+            .with_default_param("nosuch", "at", "1ms")
+            .spec()
+    };
+    assert_eq!(with("alarm:outer"), "alarm(at=20ms):outer");
+    assert_eq!(with("alarm(at=5ms):outer"), "alarm(at=5ms):outer");
+    assert_eq!(with("alarm(rearm=true)"), "alarm(rearm=true,at=20ms)");
+}

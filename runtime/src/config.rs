@@ -23,6 +23,14 @@ pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 /// more of the application's events.
 pub const DEFAULT_MAX_BACKLOG: u64 = 8 << 20;
 
+/// The datagram size the stack is tuned to on the loopback interface, whose MTU is 64 KiB: a
+/// little under the largest UDP payload, to leave room for the headers.
+pub const LOOPBACK_DATAGRAM: usize = 60_000;
+
+/// The datagram size the stack is tuned to elsewhere: an Ethernet MTU of 1500 bytes, after IP
+/// and UDP headers and the stack's own.
+pub const ETHERNET_DATAGRAM: usize = 1_400;
+
 /// How often a unicast-only member gossips its directory.
 pub const DEFAULT_GOSSIP_EVERY: Duration = Duration::from_millis(200);
 
@@ -82,6 +90,7 @@ pub struct TransportConfig {
     pub(crate) event_capacity: usize,
     pub(crate) command_capacity: usize,
     pub(crate) max_backlog: u64,
+    pub(crate) max_datagram: Option<usize>,
     pub(crate) faults: FaultConfig,
 }
 
@@ -118,6 +127,7 @@ impl TransportConfig {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             max_backlog: DEFAULT_MAX_BACKLOG,
+            max_datagram: None,
             faults: FaultConfig::none(),
         }
     }
@@ -202,6 +212,28 @@ impl TransportConfig {
         self
     }
 
+    /// The most bytes the stack should put in one datagram (pack sizes and fragments): set
+    /// it to the path MTU less about 100 bytes on a network with jumbo frames, or lower on one
+    /// that fragments. By default [`LOOPBACK_DATAGRAM`] when every packet stays on the loopback
+    /// interface, else [`ETHERNET_DATAGRAM`].
+    pub fn max_datagram(mut self, bytes: usize) -> Self {
+        self.max_datagram = Some(bytes);
+        self
+    }
+
+    /// The datagram size the stack is to be tuned to (see [`max_datagram`](Self::max_datagram)).
+    pub fn datagram_limit(&self) -> usize {
+        let loopback_if = match self.interface {
+            Interface::V4(a) => a.is_loopback(),
+            Interface::V6(_) => false,
+        };
+        let on_loopback = self.bind.ip().is_loopback()
+            && (self.group.is_none() || loopback_if)
+            && self.seeds.iter().all(|s| s.ip().is_loopback());
+        let default = if on_loopback { LOOPBACK_DATAGRAM } else { ETHERNET_DATAGRAM };
+        self.max_datagram.unwrap_or(default)
+    }
+
     /// Whether casts go as one unicast per member.
     pub fn is_unicast_only(&self) -> bool {
         self.group.is_none()
@@ -279,5 +311,18 @@ mod tests {
         assert!(c.bind.is_ipv6());
         assert_eq!(c.interface, Interface::V6(0));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_datagram_limit_is_loopback_sized_only_when_every_packet_stays_on_loopback() {
+        let lo = "127.0.0.1:0".parse().unwrap();
+        let group = "239.255.0.1:7400".parse().unwrap();
+        let on_lo = TransportConfig::multicast(group).interface_v4(Ipv4Addr::LOCALHOST).bind(lo);
+        assert_eq!(on_lo.datagram_limit(), LOOPBACK_DATAGRAM);
+        // The default interface is the kernel's choice: a real network.
+        assert_eq!(TransportConfig::multicast(group).bind(lo).datagram_limit(), ETHERNET_DATAGRAM);
+        let seeds = TransportConfig::unicast_only(["10.0.0.1:7400".parse().unwrap()]).bind(lo);
+        assert_eq!(seeds.datagram_limit(), ETHERNET_DATAGRAM);
+        assert_eq!(on_lo.max_datagram(9000).datagram_limit(), 9000);
     }
 }
