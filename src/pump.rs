@@ -74,6 +74,9 @@ enum End {
     Stopped,
 }
 
+/// Up events handled in one turn of the pump.
+const UP_BATCH: usize = 64;
+
 impl Pump {
     /// Runs the member until it exits or is stopped.
     pub(crate) async fn run(mut self) {
@@ -87,7 +90,19 @@ impl Pump {
             tokio::select! {
                 () = self.stop.notified() => break End::Stopped,
                 up = self.member.next_event(), if read_up => match up {
-                    Some(up) => self.on_up(up).await,
+                    Some(up) => {
+                        self.on_up(up).await;
+                        // The rest of a burst in this turn, while the application keeps up.
+                        for _ in 1..UP_BATCH {
+                            if self.pending.is_some() || self.snapshot.is_some() || self.exited {
+                                break;
+                            }
+                            match self.member.try_next_event() {
+                                Some(up) => self.on_up(up).await,
+                                None => break,
+                            }
+                        }
+                    }
                     // The driver stopped without an exit: it failed.
                     None => break End::Stopped,
                 },

@@ -151,6 +151,12 @@ impl MemberHandle {
         self.events.recv().await
     }
 
+    /// The next event if one is ready now, without waiting: lets an application take a burst
+    /// of events in one go.
+    pub fn try_next_event(&mut self) -> Option<Up> {
+        self.events.try_recv().ok()
+    }
+
     /// Stops the member and waits until its task has ended and its sockets are closed. It
     /// does not leave the group first (send [`Down::Leave`] and wait for [`Up::Exit`] for
     /// that): to the others it has crashed.
