@@ -49,13 +49,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let report = check(&history, &promises);
     let membership = format!("{:?}", promises.membership).to_lowercase();
     let state = if promises.state_transfer { ", state transfer" } else { "" };
-    println!("checked {files} files ({membership} membership{state}):");
-    println!("{report}");
+    say!("checked {files} files ({membership} membership{state}):");
+    say!("{report}");
     if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         let n = report.violations.len() + report.left_off.values().sum::<usize>();
-        println!("{n} violations");
+        say!("{n} violations");
         ExitCode::FAILURE
     }
 }

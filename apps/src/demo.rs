@@ -55,7 +55,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     match demo(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            println!("demo FAILED: {e}");
+            say!("demo FAILED: {e}");
             ExitCode::FAILURE
         }
     }
@@ -81,11 +81,11 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         _ => "unicast only, on the loopback interface".to_owned(),
     };
     let n = args.members;
-    println!("horus demo: {n} member processes in group `{group}`, over {how}");
+    say!("horus demo: {n} member processes in group `{group}`, over {how}");
     let levels = Level::ALL.len();
     let e = |m: &Member| m.endpoint;
 
-    println!("\n1. The group forms: the first member founds it, the others join.");
+    say!("\n1. The group forms: the first member founds it, the others join.");
     let mut members: Vec<Member> = Vec::new();
     for node in 1..=n {
         let seeds: Vec<_> = members.iter().map(|m| m.addr).collect();
@@ -99,7 +99,7 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         let m = members.last().expect("just pushed");
         let v = members[0].seen.views.last().expect("a view");
         let did = if node == 1 { "founded the group" } else { "joined" };
-        println!(
+        say!(
             "   {:<5} (pid {:>7}) {did:<18} view {} = {}",
             m.endpoint.to_string(),
             m.pid,
@@ -108,8 +108,8 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         );
     }
 
-    println!("\n2. Every member casts one message at each level (fifo, causal, total, safe)");
-    println!("   and sends one to the next member.");
+    say!("\n2. Every member casts one message at each level (fifo, causal, total, safe)");
+    say!("   and sends one to the next member.");
     let all: Vec<Endpoint> = members.iter().map(e).collect();
     for (i, m) in members.iter_mut().enumerate() {
         m.command(&Command::Burst { per_level: 1 }).map_err(err)?;
@@ -122,16 +122,16 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         s.casts_delivered() >= want && s.delivered.iter().any(|d| d.level.is_none())
     })
     .map_err(err)?;
-    println!("   each delivered the {want} casts; the total-level ones in one order everywhere:");
-    println!("   {}", same_order(&members, Level::Total)?);
+    say!("   each delivered the {want} casts; the total-level ones in one order everywhere:");
+    say!("   {}", same_order(&members, Level::Total)?);
     for m in &members {
         if let Some(d) = m.seen.delivered.iter().find(|d| d.level.is_none()) {
-            println!("   {} got a send: \"{}\"", m.endpoint, d.text);
+            say!("   {} got a send: \"{}\"", m.endpoint, d.text);
         }
     }
 
     let mut victim = members.pop().expect("at least two members");
-    println!("\n3. {} (pid {}) is killed with SIGKILL.", victim.endpoint, victim.pid);
+    say!("\n3. {} (pid {}) is killed with SIGKILL.", victim.endpoint, victim.pid);
     victim.wait_recorded(step()).map_err(err)?;
     let killed_at = Instant::now();
     victim.kill().map_err(err)?;
@@ -142,7 +142,7 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
     })
     .map_err(err)?;
     let v = members[0].seen.views.last().expect("a view").clone();
-    println!(
+    say!(
         "   the survivors installed view {} = {} (left {}) {:.1}s after the kill",
         v.view,
         list(&v.members),
@@ -153,9 +153,9 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         return Err(format!("the view change removed {} rather than {gone}", list(&v.left)));
     }
     let more = burst(&mut members, 1, levels, step()).map_err(err)?;
-    println!("   they go on: each delivered the survivors' {more} new casts");
+    say!("   they go on: each delivered the survivors' {more} new casts");
 
-    println!("\n4. Node {} restarts as a new incarnation and rejoins; state transfer gives it the counter.", victim.node);
+    say!("\n4. Node {} restarts as a new incarnation and rejoins; state transfer gives it the counter.", victim.node);
     let seeds: Vec<_> = members.iter().map(|m| m.addr).collect();
     let joiner = Member::spawn(&spec, victim.node, gone.incarnation + 1, false, &seeds, step())
         .map_err(err)?;
@@ -170,7 +170,7 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
     joiner.wait("be given the state", step(), |s| !s.states.is_empty()).map_err(err)?;
     let (me, joined_in, state) = joiner.seen.states[0];
     let v = joiner.seen.views.last().expect("a view").clone();
-    println!(
+    say!(
         "   {me} (pid {}) joined: view {} = {} (joined {})",
         joiner.pid,
         v.view,
@@ -193,18 +193,18 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
             }
         })
         .collect::<Result<_, _>>()?;
-    println!(
+    say!(
         "   it was given the counter {state} for {joined_in}, equal to the others' ({})",
         given.join(", ")
     );
     let more = burst(&mut members, 1, levels, step()).map_err(err)?;
-    println!("   all cast again: each delivered the {more} new casts, the newcomer too");
+    say!("   all cast again: each delivered the {more} new casts, the newcomer too");
 
-    println!("\n5. Every member checks what it delivered.");
+    say!("\n5. Every member checks what it delivered.");
     let mut counters = Vec::new();
     for m in &mut members {
         let (ok, detail, counter) = m.self_check(step()).map_err(err)?;
-        println!(
+        say!(
             "   {}: self-check {}: {detail}; counter {counter}",
             m.endpoint,
             if ok { "ok" } else { "FAILED" }
@@ -218,30 +218,30 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
         return Err(format!("the replicated counters differ: {counters:?}"));
     }
     let counter = counters[0];
-    println!("   the replicated counter is {counter} at every member");
+    say!("   the replicated counter is {counter} at every member");
 
-    print!("\n6. The members leave:");
+    say_part!("\n6. The members leave:");
     while let Some(mut m) = members.pop() {
         m.leave(step()).map_err(err)?;
-        print!(" {}", m.endpoint);
+        say_part!(" {}", m.endpoint);
     }
-    println!(" (each in a view change, the last alone)");
+    say!(" (each in a view change, the last alone)");
 
     let mut checked = String::new();
     if let Some(dir) = &args.record {
-        println!(
+        say!(
             "\n7. The recorded histories are checked (as `horus check {}/*` does):",
             dir.display()
         );
         let (history, promises, files) = crate::check::read(std::slice::from_ref(dir))?;
         let report = check(&history, &promises);
-        println!("   {files} files: {}", report.to_string().trim_end().replace('\n', "\n   "));
+        say!("   {files} files: {}", report.to_string().trim_end().replace('\n', "\n   "));
         if !report.is_ok() {
             return Err("the recorded histories violate the guarantees".into());
         }
         let _ = write!(checked, "; histories in {} checked: no violations", dir.display());
     }
-    println!(
+    say!(
         "\ndemo ok: {n} members, {gone} killed, {me} rejoined with the state; counter {counter} everywhere; \
          every self-check passed{checked}"
     );

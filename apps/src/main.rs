@@ -1,5 +1,24 @@
 //! `horus`: the command-line tool of Horus for Rust.
 
+/// Prints a line on stdout, and goes on if nobody reads it any more (`| head` closed it):
+/// the run's outcome is its exit status, and what it started must still be reaped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// [`say!`] without the newline.
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 mod check;
 mod demo;
 mod member;

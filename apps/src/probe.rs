@@ -111,10 +111,10 @@ pub fn run(args: ProbeArgs) -> ExitCode {
         Ok(answers) => {
             if args.json {
                 for a in &answers {
-                    println!("{}", serde_json::to_string(a).unwrap_or_default());
+                    say!("{}", serde_json::to_string(a).unwrap_or_default());
                 }
             } else {
-                print!("{}", table(&answers));
+                say_part!("{}", table(&answers));
             }
             ExitCode::SUCCESS
         }
