@@ -112,7 +112,7 @@ pub trait Processes: Sync {
     }
 
     /// Whether a joiner is given the application's state (the simulated application then
-    /// answers [`Up::Snapshot`](crate::Up::Snapshot) and the run promises state transfer).
+    /// answers [`Up::Snapshot`] and the run promises state transfer).
     fn state_transfer(&self) -> bool {
         false
     }

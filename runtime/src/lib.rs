@@ -120,7 +120,8 @@ pub mod wire;
 
 pub use config::{
     Interface, TransportConfig, DEFAULT_BUFFER, DEFAULT_COMMAND_CAPACITY, DEFAULT_EVENT_CAPACITY,
-    DEFAULT_GOSSIP_EVERY, DEFAULT_RECV_BATCH,
+    DEFAULT_GOSSIP_EVERY, DEFAULT_MAX_BACKLOG, DEFAULT_RECV_BATCH, ETHERNET_DATAGRAM,
+    LOOPBACK_DATAGRAM,
 };
 pub use counters::{CounterValues, Counters};
 pub use error::RuntimeError;
