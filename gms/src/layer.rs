@@ -57,6 +57,9 @@
 //!
 //! A process asking to join (`Down::Join`, from the member's discovery) is admitted by the
 //! coordinator in the same way: a change with no failure, whose view lists the joiners last.
+//! The first request waits `join_gather` (2 ms) for others, and requests that come while a
+//! change runs are taken into its view until the cut is fixed, so processes started together
+//! join in one view change.
 //!
 //! More failures before the change ends (the coordinator's among them) enlarge the failed set:
 //! the (new) coordinator sends `Fail` again and everyone reports again, so several failures
@@ -83,9 +86,9 @@
 //!
 //! Headers, on point-to-point sends only (casts pass untouched): `Pass` on the application's
 //! sends; `Fail`, `FlushOk`, `Suspicion`, `Missed`, `Leave`, `Cut`, `HaveCut`, `Go`,
-//! `Prepared`, `Commit`, `Install`. Parameters: `partitionable` (false), `merge_wait` (1s).
-//! Timers: only while waiting for a merged view. Suspicion and retransmission are the layers'
-//! below.
+//! `Prepared`, `Commit`, `Install`. Parameters: `partitionable` (false), `merge_wait` (1s),
+//! `join_gather` (2ms). Timers: while gathering joins, and while waiting for a merged view.
+//! Suspicion and retransmission are the layers' below.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -111,6 +114,7 @@ fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamErr
     let mut gms = Gms::new(vs);
     gms.partitionable = args.bool("partitionable", false)?;
     gms.merge_wait = args.duration("merge_wait", Duration::from_secs(1))?;
+    gms.join_gather = args.duration("join_gather", Duration::from_millis(2))?;
     Ok(Box::new(gms))
 }
 
@@ -152,6 +156,8 @@ enum Header {
 const MERGE_TIMER: u64 = 1;
 /// The timer of a coordinator repeating its grant while it waits.
 const GRANT_TIMER: u64 = 2;
+/// The timer of a coordinator gathering join requests.
+const JOIN_TIMER: u64 = 3;
 /// How often a waiting coordinator repeats its grant.
 const GRANT_AGAIN: Duration = Duration::from_millis(50);
 
@@ -188,6 +194,9 @@ pub struct Gms {
     committed: bool,
     /// Coordinating: processes asking to join, admitted in the next view.
     joiners: BTreeSet<Endpoint>,
+    /// Coordinating: a join request came, and the change waits `join_gather` for others.
+    gathering: bool,
+    join_gather: Duration,
     /// As member: the cut to reach and the view to prepare with it, from the leader's `Cut`.
     cut: Option<(Vec<Seqno>, View, bool)>,
     /// As member: `HaveCut` sent, `Go` received, the flush asked and answered.
@@ -285,6 +294,8 @@ impl Gms {
             round: None,
             committed: false,
             joiners: BTreeSet::new(),
+            gathering: false,
+            join_gather: Duration::from_millis(2),
             cut: None,
             have_cut: false,
             go: false,
@@ -816,10 +827,11 @@ impl Layer for Gms {
                     && !self.view.contains(joiner)
                     && self.coordinator() == self.me
                 {
-                    self.joiners.insert(joiner);
-                    if self.round.is_none() {
-                        let set = self.failed.clone();
-                        self.propose(set, cx);
+                    // The first request waits `join_gather` for others that come with it, so
+                    // that processes started together join in one view change.
+                    if self.joiners.insert(joiner) && self.round.is_none() && !self.gathering {
+                        self.gathering = true;
+                        cx.timer_after(self.join_gather, JOIN_TIMER);
                     }
                 }
             }
@@ -855,6 +867,18 @@ impl Layer for Gms {
     }
 
     fn timer(&mut self, token: Token, cx: &mut Cx<'_>) {
+        if token == Token(JOIN_TIMER) {
+            self.gathering = false;
+            if self.round.is_none()
+                && !self.done
+                && !self.committed
+                && self.coordinator() == self.me
+            {
+                let set = self.failed.clone();
+                self.propose(set, cx);
+            }
+            return;
+        }
         let Some(round) = self.round.as_ref().filter(|r| r.waiting && !self.committed) else {
             return;
         };
@@ -1243,6 +1267,18 @@ mod tests {
         let mut primary = gms(2, 0);
         primary.down(Down::MergeAsk(Endpoint::new(7, 0)));
         assert!(sent(&mut primary).is_empty());
+    }
+
+    #[test]
+    fn join_requests_that_come_together_make_one_view_change() {
+        let mut c = gms(2, 0);
+        c.down(Down::Join(Endpoint::new(8, 0)));
+        assert!(sent(&mut c).is_empty(), "the first request waits for others");
+        c.advance(Duration::from_millis(1));
+        c.down(Down::Join(Endpoint::new(9, 0)));
+        c.advance(Duration::from_millis(2));
+        let view = flush_all(&mut c, 2);
+        assert_eq!(view.members, vec![ep(0), ep(1), Endpoint::new(8, 0), Endpoint::new(9, 0)]);
     }
 
     #[test]
