@@ -101,6 +101,7 @@ pub struct GroupBuilder {
     state_transfer: bool,
     founder: bool,
     discovery: Option<Duration>,
+    probe: bool,
     record: Option<PathBuf>,
     join_timeout: Duration,
     leave_timeout: Duration,
@@ -119,6 +120,7 @@ impl GroupBuilder {
             state_transfer: false,
             founder: true,
             discovery: None,
+            probe: true,
             record: None,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             leave_timeout: DEFAULT_LEAVE_TIMEOUT,
@@ -170,6 +172,14 @@ impl GroupBuilder {
     /// each other, only the lowest endpoint founds; the others join it.
     pub fn discovery_timeout(mut self, timeout: Duration) -> Self {
         self.discovery = Some(timeout);
+        self
+    }
+
+    /// Whether the member answers `horus probe` with its view and counters (it does by
+    /// default): on two sockets of its own, outside the group, so a probe changes nothing.
+    /// See [`probe`](crate::probe).
+    pub fn probe(mut self, answer: bool) -> Self {
+        self.probe = answer;
         self
     }
 
@@ -314,7 +324,17 @@ impl GroupBuilder {
             .await
             .map(|s| s.map_or(true, |s| s.exited));
         match exited {
-            Ok(false) => Ok(Group { handle, events }),
+            Ok(false) => {
+                let probe = if self.probe {
+                    crate::probe::Responder::start(
+                        handle.clone(),
+                        handle.control().local_addr().ip(),
+                    )
+                } else {
+                    None
+                };
+                Ok(Group { handle, events, probe })
+            }
             Ok(true) => Err(Error::Exited),
             // Dropping the handle stops the member.
             Err(_) => {

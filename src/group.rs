@@ -471,6 +471,8 @@ impl GroupHandle {
 pub struct Group {
     pub(crate) handle: GroupHandle,
     pub(crate) events: mpsc::Receiver<Event>,
+    /// Answers `horus probe` while the group is held.
+    pub(crate) probe: Option<crate::probe::Responder>,
 }
 
 impl std::ops::Deref for Group {
@@ -481,6 +483,12 @@ impl std::ops::Deref for Group {
 }
 
 impl Group {
+    /// The unicast address this member answers `horus probe` at (`horus probe --to ADDR`), if
+    /// it answers probes.
+    pub fn probe_addr(&self) -> Option<std::net::SocketAddr> {
+        self.probe.as_ref().map(|p| p.addr())
+    }
+
     /// A builder for a member of the group `name`: see [`GroupBuilder`](crate::GroupBuilder).
     pub fn builder(name: impl Into<String>) -> crate::GroupBuilder {
         crate::GroupBuilder::new(name)

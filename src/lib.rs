@@ -75,6 +75,7 @@
 mod builder;
 mod error;
 mod group;
+pub mod probe;
 mod pump;
 pub mod record;
 mod rpc;

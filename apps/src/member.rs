@@ -198,7 +198,7 @@ async fn main(args: ControlArgs, style: Style) -> Result<(), String> {
     let mut founder = !args.member.no_found;
     loop {
         let group = join(&args, incarnation, founder).await?;
-        let mut app = App::new(group.endpoint(), !args.member.no_probe);
+        let mut app = App::new(group.endpoint());
         let ready = ready(&args, &group);
         if style == Style::Human {
             emit!(
@@ -253,6 +253,7 @@ async fn join(args: &ControlArgs, incarnation: u32, founder: bool) -> Result<Gro
         .state_transfer(m.state_transfer)
         .founder(founder)
         .join_timeout(m.join_timeout)
+        .probe(!m.no_probe)
         .endpoint(me);
     if let Some(path) = record_path(args, me) {
         builder = builder.record(path);
@@ -287,15 +288,13 @@ async fn session(
     app: &mut App,
 ) -> Ended {
     let handle = group.handle();
-    let args_bind = handle.control().local_addr().ip();
-    let responder =
-        if app.probe_enabled { probe::Responder::start(handle.clone(), args_bind) } else { None };
+    let probe_addr = group.probe_addr();
     if let Report::Ready { probe, .. } = &mut ready {
-        *probe = responder.as_ref().map(|r| r.addr());
+        *probe = probe_addr;
     }
-    match (style, &responder) {
+    match (style, probe_addr) {
         (Style::Json, _) => say(ready),
-        (Style::Human, Some(r)) => emit!("answering `horus probe` at {}", r.addr()),
+        (Style::Human, Some(addr)) => emit!("answering `horus probe` at {addr}"),
         (Style::Human, None) => {}
     }
     // Casts, sends and the leave go out from one task, in order, so the event loop never
@@ -355,7 +354,6 @@ async fn session(
         }
     };
     caster.abort();
-    drop(responder);
     ended
 }
 
@@ -385,12 +383,11 @@ struct App {
     numbers: [usize; 4],
     view: Option<std::sync::Arc<horus::View>>,
     check: SelfCheck,
-    probe_enabled: bool,
 }
 
 impl App {
-    fn new(me: Endpoint, probe_enabled: bool) -> Self {
-        App { counter: 0, numbers: [0; 4], view: None, check: SelfCheck::new(me), probe_enabled }
+    fn new(me: Endpoint) -> Self {
+        App { counter: 0, numbers: [0; 4], view: None, check: SelfCheck::new(me) }
     }
 
     fn next_number(&mut self, level: Level) -> usize {

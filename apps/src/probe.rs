@@ -1,6 +1,6 @@
 //! `horus probe`: asks every member of a group for its view and counters and prints a table,
-//! as JGroups' probe does; and the [`Responder`] that the members run by `horus member` and
-//! `horus demo` answer it with.
+//! as JGroups' probe does. Every member made through `horus::Group` answers, unless built
+//! with `probe(false)`: see `horus::probe` for the protocol.
 //!
 //! # The protocol
 //! Outside every group and every view, so a probe causes no view change and no member's
@@ -22,45 +22,17 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use horus::{Counters, Endpoint, GroupHandle, ViewId};
-use serde::{Deserialize, Serialize};
+use horus::{Counters, Endpoint};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::member::parse_duration;
 
-/// The diagnostics multicast address every member on a host listens to for probes.
-pub const PROBE_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 75, 75), 7500);
-
-/// The protocol version in requests and answers.
-const VERSION: u32 = 1;
-
-/// The largest answer read (one datagram).
-const MAX_DATAGRAM: usize = 65_536;
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Request {
-    horus_probe: u32,
-    group: Option<String>,
-    nonce: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, PartialEq)]
-struct Answer {
-    horus_probe: u32,
-    nonce: u64,
-    group: String,
-    endpoint: Endpoint,
-    pid: u32,
-    stack: String,
-    view: ViewId,
-    members: Vec<Endpoint>,
-    counters: BTreeMap<String, u64>,
-}
+use horus::probe::{counter_map, Answer, Request, MAX_DATAGRAM, PROBE_GROUP, VERSION};
 
 const PROBE_HELP: &str = "\
 Columns: the member and its process, the view it is in and how many members it has, the casts
@@ -76,9 +48,9 @@ Examples:
 
 /// Asks every member of a group for its view and counters, and prints a table.
 ///
-/// Members started by `horus member` and `horus demo` answer, on the loopback interface, with
-/// no effect on the group: a probe is no member and causes no view change. Exits with status 1
-/// if no member answered.
+/// Every member made with `horus::Group` answers (unless built with `probe(false)`), on the
+/// loopback interface, with no effect on the group: a probe is no member and causes no view
+/// change. Exits with status 1 if no member answered.
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = PROBE_HELP)]
 pub struct ProbeArgs {
@@ -214,34 +186,6 @@ fn table(answers: &[Answer]) -> String {
     out
 }
 
-/// The counters a probe answers with, by name: the Group's, the runtime's, and the stack's
-/// as `layer.counter`, plus the table's sums.
-fn counter_map(c: &Counters) -> BTreeMap<String, u64> {
-    let g = &c.group;
-    let mut m: BTreeMap<String, u64> = [
-        ("casts", g.casts),
-        ("delivered", g.delivered),
-        ("sends", g.sends),
-        ("sends_delivered", g.sends_delivered),
-        ("calls", g.calls),
-        ("sends_dropped", g.sends_dropped),
-        ("bad_header", g.bad_header),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    m.extend(c.member.runtime.iter().map(|(k, v)| (k.to_owned(), v)));
-    for (layer, name, v) in &c.member.node {
-        *m.entry(format!("{layer}.{name}")).or_default() += v;
-    }
-    let r = &c.member.runtime;
-    m.insert("fault_dropped".into(), r.fault_dropped_in + r.fault_dropped_out);
-    m.insert("retrans".into(), c.node("mnak", "retrans_sent") + c.node("pt2pt", "retrans"));
-    m.insert("suspicions".into(), c.node("suspect", "suspicions"));
-    m.insert("views".into(), c.node("member", "views"));
-    m
-}
-
 /// One line of a member's main counters, for `horus member`'s `/counters`.
 pub fn summarize(c: &Counters) -> String {
     let m = counter_map(c);
@@ -262,108 +206,6 @@ pub fn summarize(c: &Counters) -> String {
         .join(" ")
 }
 
-/// Answers probes for one member while it is held; stops when dropped.
-#[derive(Debug)]
-pub struct Responder {
-    addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Responder {
-    /// Starts answering probes for `handle`'s member: on the diagnostics multicast address
-    /// (IPv4 only) and on a unicast port of `ip`. Must be called within a tokio runtime.
-    /// `None` (with a warning on stderr) if no socket could be opened.
-    pub fn start(handle: GroupHandle, ip: IpAddr) -> Option<Responder> {
-        let unicast = match std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .and_then(tokio::net::UdpSocket::from_std)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("horus: not answering probes: cannot bind {ip}: {e}");
-                return None;
-            }
-        };
-        let addr = unicast.local_addr().ok()?;
-        let multicast = match ip {
-            IpAddr::V4(_) => match listen_multicast() {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    eprintln!("horus: answering probes only at {addr}: cannot listen on {PROBE_GROUP}: {e}");
-                    None
-                }
-            },
-            IpAddr::V6(_) => None,
-        };
-        let task = tokio::spawn(answer(handle, unicast, multicast));
-        Some(Responder { addr, task })
-    }
-
-    /// The unicast address it answers at.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn listen_multicast() -> std::io::Result<tokio::net::UdpSocket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.bind(&SocketAddr::V4(PROBE_GROUP).into())?;
-    s.join_multicast_v4(PROBE_GROUP.ip(), &Ipv4Addr::LOCALHOST)?;
-    s.set_nonblocking(true)?;
-    tokio::net::UdpSocket::from_std(s.into())
-}
-
-async fn answer(
-    handle: GroupHandle,
-    unicast: tokio::net::UdpSocket,
-    multicast: Option<tokio::net::UdpSocket>,
-) {
-    let mut ubuf = vec![0; 2048];
-    let mut mbuf = vec![0; 2048];
-    loop {
-        let got = tokio::select! {
-            r = unicast.recv_from(&mut ubuf) => r.map(|(n, from)| (ubuf[..n].to_vec(), from)),
-            r = async {
-                match &multicast {
-                    Some(m) => m.recv_from(&mut mbuf).await,
-                    None => std::future::pending().await,
-                }
-            } => r.map(|(n, from)| (mbuf[..n].to_vec(), from)),
-        };
-        let Ok((datagram, from)) = got else { continue };
-        let Ok(request) = serde_json::from_slice::<Request>(&datagram) else { continue };
-        if request.horus_probe != VERSION
-            || request.group.as_deref().is_some_and(|g| g != handle.name())
-        {
-            continue;
-        }
-        let Ok(counters) = handle.counters().await else { return };
-        let view = handle.view();
-        let answer = Answer {
-            horus_probe: VERSION,
-            nonce: request.nonce,
-            group: handle.name().to_owned(),
-            endpoint: handle.endpoint(),
-            pid: std::process::id(),
-            stack: handle.stack().to_owned(),
-            view: view.id,
-            members: view.members.clone(),
-            counters: counter_map(&counters),
-        };
-        if let Ok(bytes) = serde_json::to_vec(&answer) {
-            let _ = unicast.send_to(&bytes, from).await;
-        }
-    }
-}
-
 /// 64 random bits from the standard library's per-process random keys.
 fn random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -375,16 +217,7 @@ fn random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_and_answers_round_trip_and_garbage_is_refused() {
-        let r = Request { horus_probe: 1, group: Some("g".into()), nonce: 9 };
-        let back: Request = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
-        assert_eq!(back, r);
-        for junk in [&b""[..], b"{}", b"\xff\x00", b"{\"horus_probe\":1}"] {
-            assert!(serde_json::from_slice::<Request>(junk).is_err());
-        }
-    }
+    use horus::ViewId;
 
     #[test]
     fn table_has_a_header_and_a_row_per_member() {
