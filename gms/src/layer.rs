@@ -87,7 +87,9 @@
 //! Headers, on point-to-point sends only (casts pass untouched): `Pass` on the application's
 //! sends; `Fail`, `FlushOk`, `Suspicion`, `Missed`, `Leave`, `Cut`, `HaveCut`, `Go`,
 //! `Prepared`, `Commit`, `Install`. Parameters: `partitionable` (false), `merge_wait` (1s),
-//! `join_gather` (2ms). Timers: while gathering joins, and while waiting for a merged view.
+//! `join_gather` (2ms), `round_timeout` (1s: a round still waiting for survivors then
+//! suspects them). Timers: one per round, while gathering joins, and while waiting for a
+//! merged view.
 //! Suspicion and retransmission are the layers' below.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,6 +117,7 @@ fn build(args: &mut Args<'_>, vs: &ViewState) -> Result<Box<dyn Layer>, ParamErr
     gms.partitionable = args.bool("partitionable", false)?;
     gms.merge_wait = args.duration("merge_wait", Duration::from_secs(1))?;
     gms.join_gather = args.duration("join_gather", Duration::from_millis(2))?;
+    gms.round_timeout = args.duration("round_timeout", Duration::from_secs(1))?;
     Ok(Box::new(gms))
 }
 
@@ -158,11 +161,14 @@ const MERGE_TIMER: u64 = 1;
 const GRANT_TIMER: u64 = 2;
 /// The timer of a coordinator gathering join requests.
 const JOIN_TIMER: u64 = 3;
+/// The timer of a round, with the round's number above the low byte.
+const ROUND_TIMER: u64 = 4;
 /// How often a waiting coordinator repeats its grant.
 const GRANT_AGAIN: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 struct Stats {
+    round_timeouts: u64,
     merges: u64,
     merges_abandoned: u64,
     view_changes: u64,
@@ -218,6 +224,10 @@ pub struct Gms {
     done: bool,
     /// Coordinating: the highest ltime of a view proposed here (or adopted).
     proposed_ltime: u64,
+    /// Coordinating: rounds started in this view.
+    rounds: u64,
+    /// How long a round may wait for a survivor before the coordinator suspects it.
+    round_timeout: Duration,
     /// Extended virtual synchrony: no majority needed; views of the group merge.
     partitionable: bool,
     /// How long a view that flushed to merge waits for the merged view before it goes on
@@ -238,6 +248,8 @@ enum Merge {
 /// A coordinator's round: one failed set, its reports, and how far it went.
 #[derive(Debug)]
 struct Round {
+    /// Which round of this view it is, for its timer.
+    seq: u64,
     failed: BTreeSet<Rank>,
     rows: BTreeMap<Rank, Vec<Seqno>>,
     /// The view some survivor prepared in an earlier round, which this round must adopt.
@@ -248,6 +260,8 @@ struct Round {
     go_sent: bool,
     prepared: BTreeSet<Rank>,
     merge: Option<Merge>,
+    /// The cut asked for `HaveCut`s.
+    wait: bool,
     /// Flushed to merge: waiting for the merged view.
     waiting: bool,
     /// The members granted to the merge.
@@ -255,8 +269,9 @@ struct Round {
 }
 
 impl Round {
-    fn new(failed: BTreeSet<Rank>) -> Self {
+    fn new(seq: u64, failed: BTreeSet<Rank>) -> Self {
         Round {
+            seq,
             failed,
             rows: BTreeMap::new(),
             adopt: None,
@@ -265,6 +280,7 @@ impl Round {
             go_sent: false,
             prepared: BTreeSet::new(),
             merge: None,
+            wait: false,
             waiting: false,
             grant: Vec::new(),
         }
@@ -307,6 +323,8 @@ impl Gms {
             reports: BTreeMap::new(),
             done: false,
             proposed_ltime: 0,
+            rounds: 0,
+            round_timeout: Duration::from_secs(1),
             partitionable: false,
             merge_wait: Duration::from_secs(1),
             stats: Stats::default(),
@@ -418,9 +436,11 @@ impl Gms {
         if self.round.as_ref().is_some_and(|r| r.failed == set) || self.committed {
             return;
         }
-        let round = Round::new(set);
+        self.rounds += 1;
+        let round = Round::new(self.rounds, set);
         let failed = round.wire();
         self.round = Some(round);
+        cx.timer_after(self.round_timeout, ROUND_TIMER | (self.rounds << 8));
         let me = self.me;
         // Every other member: survivors block and report; a member in the set that is alive
         // (one leaving, or wrongly suspected) learns it is out and leaves. These go first:
@@ -474,6 +494,33 @@ impl Gms {
             self.block_asked = true;
             cx.up(Up::Block);
         }
+    }
+
+    /// A round still waiting after `round_timeout`: the survivors it waits for are suspected,
+    /// and a larger round starts. A member that no longer answers this coordinator (it follows
+    /// another, which failed this one, so its layers refuse our messages: two sides of a
+    /// healed partition) would otherwise hold the change forever.
+    fn on_round_timeout(&mut self, seq: u64, cx: &mut Cx<'_>) {
+        let Some(round) = self.round.as_ref().filter(|r| r.seq == seq) else { return };
+        if self.done || self.committed || round.waiting {
+            return;
+        }
+        let survivors = self.survivors(&round.failed);
+        // Who has answered the step the round is at: the reports, the HaveCuts, or the
+        // Prepareds.
+        let answered = |r: &Rank| match &round.view {
+            None => round.rows.contains_key(r),
+            Some(_) if round.wait && !round.go_sent => round.have_cut.contains(r),
+            Some(_) => round.prepared.contains(r),
+        };
+        let silent: Vec<Rank> =
+            survivors.iter().copied().filter(|r| *r != self.me && !answered(r)).collect();
+        if silent.is_empty() {
+            return;
+        }
+        self.stats.round_timeouts += 1;
+        self.suspected.extend(silent);
+        self.act(cx);
     }
 
     /// Whether a merge may start here: partitionable, coordinator, and no change under way.
@@ -580,6 +627,7 @@ impl Gms {
         self.proposed_ltime = self.proposed_ltime.max(view.id.ltime);
         let round = self.round.as_mut().expect("checked above");
         round.view = Some(view.clone());
+        round.wait = wait;
         let failed = round.wire();
         for r in survivors {
             let hdr =
@@ -867,6 +915,9 @@ impl Layer for Gms {
     }
 
     fn timer(&mut self, token: Token, cx: &mut Cx<'_>) {
+        if token.0 & 0xff == ROUND_TIMER {
+            return self.on_round_timeout(token.0 >> 8, cx);
+        }
         if token == Token(JOIN_TIMER) {
             self.gathering = false;
             if self.round.is_none()
@@ -904,6 +955,7 @@ impl Layer for Gms {
     fn counters(&self, report: &mut dyn FnMut(&'static str, u64)) {
         report("view_changes", self.stats.view_changes);
         report("merges", self.stats.merges);
+        report("round_timeouts", self.stats.round_timeouts);
         report("merges_abandoned", self.stats.merges_abandoned);
         report("minority_exits", self.stats.minority_exits);
         report("failed", self.failed.len() as u64);
@@ -1279,6 +1331,41 @@ mod tests {
         c.advance(Duration::from_millis(2));
         let view = flush_all(&mut c, 2);
         assert_eq!(view.members, vec![ep(0), ep(1), Endpoint::new(8, 0), Endpoint::new(9, 0)]);
+    }
+
+    #[test]
+    fn a_survivor_that_never_reports_is_suspected_when_the_round_times_out() {
+        let mut c = evs(4, 0);
+        c.up(Up::Suspect(vec![Rank(3)]));
+        c.take_downs();
+        // Rank 2 follows another coordinator and never answers us.
+        control(&mut c, 0, ok(&[3], &[0; 4]));
+        control(&mut c, 1, ok(&[3], &[0; 4]));
+        assert!(sent(&mut c).is_empty());
+        c.advance(Duration::from_millis(1100));
+        let fails: Vec<Header> = sent(&mut c)
+            .into_iter()
+            .map(|(_, hdr)| hdr)
+            .filter(|h| matches!(h, Header::Fail { .. }))
+            .collect();
+        assert_eq!(fails, vec![Header::Fail { failed: vec![Rank(2), Rank(3)] }; 3]);
+        assert_eq!(c.counter("round_timeouts"), 1);
+    }
+
+    #[test]
+    fn a_round_that_completes_in_time_suspects_nobody() {
+        let mut c = gms(3, 0);
+        c.up(Up::Suspect(vec![Rank(2)]));
+        c.take_downs();
+        control(&mut c, 0, ok(&[2], &[0; 3]));
+        control(&mut c, 1, ok(&[2], &[0; 3]));
+        let cuts = sent(&mut c);
+        let Some((_, Header::Cut { view, .. })) = cuts.first() else { panic!("{cuts:?}") };
+        for r in [0, 1] {
+            control(&mut c, r, Header::Prepared { failed: vec![Rank(2)], view: view.clone() });
+        }
+        c.advance(Duration::from_millis(1100));
+        assert_eq!(c.counter("round_timeouts"), 0);
     }
 
     #[test]
