@@ -5,20 +5,14 @@ use std::time::Duration;
 
 use horus_core::check::check;
 use horus_core::sim::{simulate, FaultConfig, LinkModel, SimConfig, Traffic};
+use horus_tests::lossy_link;
 
 /// `horus sim --stack vsync --loss 0.05 --dup 0.02 --reorder 0.1 --sends 0 --crashes --pauses --msgs 30`
 fn crashes_and_pauses(seed: u64) -> SimConfig {
     SimConfig {
         nodes: 5,
         seed,
-        link: LinkModel {
-            loss: 0.05,
-            dup: 0.02,
-            reorder: 0.1,
-            latency: Duration::from_micros(50),
-            jitter: Duration::from_micros(50),
-            ..LinkModel::default()
-        },
+        link: lossy_link(Duration::from_micros(50)),
         faults: FaultConfig { crashes: true, pauses: true, ..FaultConfig::default() },
         traffic: Traffic { msgs: 30, sends: 0, min_size: 1, max_size: 1024, ..Traffic::default() },
         ..SimConfig::default()
@@ -105,14 +99,7 @@ fn assert_clean_as_the_cli_runs(stack: &str, nodes: usize, seed: u64) {
     let config = SimConfig {
         nodes,
         seed,
-        link: LinkModel {
-            loss: 0.05,
-            dup: 0.02,
-            reorder: 0.1,
-            latency: Duration::from_micros(50),
-            jitter: Duration::from_micros(50),
-            ..LinkModel::default()
-        },
+        link: lossy_link(Duration::from_micros(50)),
         faults: FaultConfig::all(),
         traffic: Traffic { sends: 5, state_size: 1 << 10, ..Traffic::default() },
         ..SimConfig::default()
