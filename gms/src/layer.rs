@@ -147,7 +147,8 @@ enum Header {
     /// Coordinator to survivors: every survivor holds the cut; flush.
     Go { failed: Vec<Rank> },
     /// Member to coordinator: flushed, and `view` prepared. Views are named whole here and in
-    /// `Commit`: two proposals of one coordinator for one ltime share an id.
+    /// `Commit`, though every proposal has an id of its own: a member then installs exactly
+    /// the view it flushed for, whatever produced the id.
     Prepared { failed: Vec<Rank>, view: View },
     /// Coordinator to survivors: every survivor has prepared the view; install it.
     Commit { failed: Vec<Rank>, view: View },

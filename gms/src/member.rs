@@ -399,6 +399,8 @@ impl Member {
             self.old = Some((old, self.now + LINGER));
         }
         let joined = self.joining.take().is_some();
+        // Other joiners matter only while joining.
+        self.rivals.clear();
         self.views += 1;
         // A view merged into the view of the coordinator that made it (its first `prev`): the
         // members that come from another view take that view's state, as joiners do, from
