@@ -68,6 +68,10 @@ pub enum Error {
         "this member is no longer in the group (it left, was excluded or stopped): join again"
     )]
     Exited,
+    /// An application built on the group (a [`Replica`](crate::replica::Replica)) refused the
+    /// request; nothing was cast.
+    #[error("the application refused the request: {0}")]
+    Application(String),
     /// The runtime could not start the member (sockets, settings) or failed; see the cause.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -78,6 +78,7 @@ mod group;
 pub mod probe;
 mod pump;
 pub mod record;
+pub mod replica;
 mod rpc;
 mod wire;
 

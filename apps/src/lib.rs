@@ -1,12 +1,22 @@
-//! The library half of `horus-apps`: what the `horus` command's member processes and their
-//! parents share, so that `horus demo` and the multi-process tests drive members one way.
+//! The library half of `horus-apps`: the applications built on Horus, and what the `horus`
+//! command's member processes and their parents share.
 //!
+//! Applications, each a [`Replica`](horus::replica::Replica) run on a group with a typed
+//! handle, and tested in the simulator by an oracle of its own:
+//! - [`rsm`]: a replicated state machine on the total order;
+//! - [`map`]: a replicated key-value map, on the state machine.
+//!
+//! The `horus` command's plumbing:
 //! - [`control`]: the protocol between a parent and the member processes it starts;
 //! - [`cluster`]: the parent's side: start members, command them, wait for their reports;
-//! - [`SelfCheck`]: what a member checks of its own deliveries.
+//! - [`SelfCheck`]: what a member checks of its own deliveries;
+//! - [`simtest`]: running an application in the simulator under faults.
 
 pub mod cluster;
 pub mod control;
+pub mod map;
+pub mod rsm;
 mod selfcheck;
+pub mod simtest;
 
 pub use selfcheck::SelfCheck;

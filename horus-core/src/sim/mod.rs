@@ -29,6 +29,7 @@
 //! assert_eq!(out.stats.deliveries, 3 * out.stats.casts);
 //! ```
 
+pub mod app;
 pub mod fault;
 pub mod net;
 pub mod workload;
@@ -52,6 +53,8 @@ use crate::stack::{Dest, Transmit};
 use crate::time::Time;
 use crate::view_state::ViewState;
 
+use app::AppAction;
+pub use app::{AppCx, AppFactory, Application};
 pub use fault::{Fault, FaultConfig};
 pub use net::{LinkModel, Net};
 
@@ -211,7 +214,19 @@ const PAUSE_QUEUE: usize = 10_000;
 
 /// Runs one seeded simulation of `plan`.
 pub fn simulate(plan: &dyn Processes, config: &SimConfig) -> Result<SimOutcome, SimError> {
-    Sim::new(plan, config)?.run()
+    Sim::new(plan, config, None)?.run()
+}
+
+/// Runs one seeded simulation of `plan` with an [`Application`] from `apps` on each process
+/// incarnation in place of the workload's filler casts: it gets `config.traffic.msgs` turns
+/// to act per incarnation, and its casts and sends are recorded and checked like the
+/// workload's. With state transfer, its snapshots travel behind the workload's digest.
+pub fn simulate_apps(
+    plan: &dyn Processes,
+    config: &SimConfig,
+    apps: &mut dyn AppFactory,
+) -> Result<SimOutcome, SimError> {
+    Sim::new(plan, config, Some(apps))?.run()
 }
 
 enum QEv {
@@ -265,6 +280,13 @@ struct Proc {
     sent_to: BTreeMap<(Endpoint, ViewId), u64>,
     /// The application's state (with state transfer).
     app: workload::AppState,
+    /// The application run on top, if any (see [`simulate_apps`]), with its random source and
+    /// the casts and sends it made while blocked.
+    user: Option<Box<dyn Application>>,
+    user_rng: Rng,
+    held: Vec<AppAction>,
+    /// The process has installed a view (a joiner has not, until its first).
+    in_view: bool,
 }
 
 struct Sim<'a> {
@@ -291,10 +313,15 @@ struct Sim<'a> {
     /// The processes transfer state: the application answers snapshots, and digests are
     /// recorded.
     state_transfer: bool,
+    apps: Option<&'a mut dyn AppFactory>,
 }
 
 impl<'a> Sim<'a> {
-    fn new(plan: &'a dyn Processes, config: &'a SimConfig) -> Result<Self, SimError> {
+    fn new(
+        plan: &'a dyn Processes,
+        config: &'a SimConfig,
+        apps: Option<&'a mut dyn AppFactory>,
+    ) -> Result<Self, SimError> {
         if config.nodes == 0 {
             return Err(SimError::NoNodes);
         }
@@ -360,6 +387,7 @@ impl<'a> Sim<'a> {
             send_next: BTreeMap::new(),
             send_reported: Default::default(),
             state_transfer: plan.state_transfer(),
+            apps,
         })
     }
 
@@ -446,6 +474,8 @@ impl<'a> Sim<'a> {
             self.plan.start(&vs.group, endpoint, vs.view.clone(), self.rng.fork(), self.now)?
         };
         let view = stack.view().clone();
+        let now = self.now;
+        let user = self.apps.as_mut().map(|f| f.start(endpoint, now));
         let proc = Proc {
             endpoint,
             stack: Some(stack),
@@ -458,7 +488,15 @@ impl<'a> Sim<'a> {
             timer_gen: 0,
             next_seq: 1,
             sent_to: BTreeMap::new(),
-            app: workload::AppState::new(self.config.traffic.state_size),
+            app: workload::AppState::new(if user.is_some() {
+                0
+            } else {
+                self.config.traffic.state_size
+            }),
+            user,
+            user_rng: self.rng.fork(),
+            held: Vec::new(),
+            in_view: !joining,
         };
         if node < self.procs.len() {
             self.procs[node] = proc;
@@ -475,6 +513,7 @@ impl<'a> Sim<'a> {
                 Event::View { view: (*self.static_view).clone(), digest },
             );
             trace!(self, endpoint, "start in view {}", self.static_view);
+            self.with_app(node, |app, cx| app.view(None, cx));
         }
         // The casts of this incarnation, spread over the rest of the traffic phase.
         if self.now < self.traffic_end {
@@ -523,6 +562,11 @@ impl<'a> Sim<'a> {
 
     fn on_cast(&mut self, node: usize, incarnation: u32) {
         if !self.app_may_act(node, incarnation, QEv::Cast { node, incarnation }) {
+            return;
+        }
+        if self.procs[node].user.is_some() {
+            self.with_app(node, |app, cx| app.act(cx));
+            self.pump(node);
             return;
         }
         let level = self.levels[self.rng.index(self.levels.len())];
@@ -735,6 +779,9 @@ impl<'a> Sim<'a> {
                 if p.stack.take().is_some() {
                     p.inbox.clear();
                     p.paused_until = None;
+                    if let Some(app) = p.user.as_mut() {
+                        app.stop(self.now, true);
+                    }
                     let e = p.endpoint;
                     self.history.record(self.now, e, Event::Crash);
                 }
@@ -801,16 +848,27 @@ impl<'a> Sim<'a> {
         match ev {
             Up::Cast { from, msg } | Up::Send { from, msg } => {
                 let from_ep = self.procs[node].view.member(from);
-                match (workload::parse(msg.payload()), from_ep) {
-                    (Some((id, workload::Kind::Cast(level))), Some(from)) => {
+                let user = self.procs[node].user.is_some();
+                let parsed = workload::parse_any(msg.payload())
+                    .filter(|(_, _, data)| data.is_some() == user);
+                match (parsed, from_ep) {
+                    (Some((id, workload::Kind::Cast(level), data)), Some(from)) => {
                         self.stats.deliveries += 1;
                         self.procs[node].app.deliver(id);
                         self.history.record(self.now, me, Event::Deliver { id, from, level });
                         trace!(self, me, "deliver {id} {level} from {from}");
+                        if let Some(at) = data {
+                            let data = msg.payload().slice(at..);
+                            self.with_app(node, |app, cx| app.deliver(from, Some(level), data, cx));
+                        }
                     }
-                    (Some((id, workload::Kind::Send)), Some(from)) => {
+                    (Some((id, workload::Kind::Send, data)), Some(from)) => {
                         let view = self.procs[node].view.id;
-                        self.on_send_delivered(me, from, id, view)
+                        self.on_send_delivered(me, from, id, view);
+                        if let Some(at) = data {
+                            let data = msg.payload().slice(at..);
+                            self.with_app(node, |app, cx| app.deliver(from, None, data, cx));
+                        }
                     }
                     _ => {
                         self.stats.corrupt += 1;
@@ -821,14 +879,34 @@ impl<'a> Sim<'a> {
             Up::View(view) => {
                 trace!(self, me, "view {view}");
                 self.procs[node].blocked = false;
-                self.procs[node].view = view.clone();
                 let digest = self.state_transfer.then_some(self.procs[node].app.digest);
+                let previous = std::mem::replace(&mut self.procs[node].view, view.clone());
                 self.history.record(self.now, me, Event::View { view: (*view).clone(), digest });
+                if self.procs[node].user.is_some() {
+                    // What the application held while blocked goes out in this view, before
+                    // what it does on hearing of the view.
+                    let held = std::mem::take(&mut self.procs[node].held);
+                    self.app_actions(node, held);
+                    // A joiner's first view has no previous one.
+                    let first = !std::mem::replace(&mut self.procs[node].in_view, true);
+                    self.with_app(node, |app, cx| {
+                        app.view(if first { None } else { Some(&previous) }, cx)
+                    });
+                }
             }
             Up::Snapshot => {
                 // Answered at once: the state as of the view just installed.
                 let (view, digest) = (self.procs[node].view.id, self.procs[node].app.digest);
-                let state = self.procs[node].app.snapshot();
+                let mut state = self.procs[node].app.snapshot();
+                if self.procs[node].user.is_some() {
+                    // The digest, then the application's own state.
+                    let mut mine = Bytes::new();
+                    self.with_app(node, |app, cx| mine = app.snapshot(cx));
+                    let mut both = Vec::with_capacity(8 + mine.len());
+                    both.extend_from_slice(&state);
+                    both.extend_from_slice(&mine);
+                    state = Bytes::from(both);
+                }
                 self.stats.snapshots += 1;
                 trace!(self, me, "snapshot for {view}: digest {digest:#x}, {}B", state.len());
                 self.history.record(self.now, me, Event::Snapshot { view, digest });
@@ -837,11 +915,19 @@ impl<'a> Sim<'a> {
                     s.down(now, Down::Snapshot(state));
                 }
             }
-            Up::State(state) => {
+            Up::State(mut state) => {
                 let (view, len) = (self.procs[node].view.id, state.len());
+                let user_state = match self.procs[node].user.is_some() {
+                    true if state.len() >= 8 => Some(state.split_off(8)),
+                    _ => None,
+                };
                 let app = &mut self.procs[node].app;
                 let bad = app.bad_installs;
                 app.install(state);
+                if let Some(s) = user_state.filter(|_| app.bad_installs == bad) {
+                    self.with_app(node, |app, cx| app.install(s, cx));
+                }
+                let app = &mut self.procs[node].app;
                 if app.bad_installs > bad {
                     self.stats.corrupt += 1;
                     trace!(self, me, "state for {view}: CORRUPT, {len}B");
@@ -855,6 +941,7 @@ impl<'a> Sim<'a> {
             Up::Block => {
                 trace!(self, me, "block");
                 self.procs[node].blocked = true;
+                self.with_app(node, |app, cx| app.block(cx));
                 let now = self.now;
                 if let Some(s) = self.procs[node].stack.as_mut() {
                     s.down(now, Down::BlockOk);
@@ -864,6 +951,9 @@ impl<'a> Sim<'a> {
                 trace!(self, me, "exit");
                 self.history.record(self.now, me, Event::Exit);
                 self.procs[node].stack = None;
+                if let Some(app) = self.procs[node].user.as_mut() {
+                    app.stop(self.now, false);
+                }
             }
             // The membership service handles these below the application.
             Up::Suspect(_)
@@ -872,6 +962,66 @@ impl<'a> Sim<'a> {
             | Up::Received(_)
             | Up::Flush
             | Up::MergeReady { .. } => {}
+        }
+    }
+
+    /// Calls `node`'s application, if it has one, and carries out what it asked for.
+    fn with_app(&mut self, node: usize, f: impl FnOnce(&mut dyn Application, &mut AppCx<'_>)) {
+        let p = &mut self.procs[node];
+        let Some(app) = p.user.as_mut() else { return };
+        let mut out = Vec::new();
+        let mut cx = AppCx {
+            now: self.now,
+            me: p.endpoint,
+            view: &p.view,
+            rng: &mut p.user_rng,
+            out: &mut out,
+        };
+        f(app.as_mut(), &mut cx);
+        self.app_actions(node, out);
+    }
+
+    /// Casts and sends an application asked for: held while it is blocked, and otherwise
+    /// numbered, recorded and passed to its stack like the workload's. The caller pumps.
+    fn app_actions(&mut self, node: usize, actions: Vec<AppAction>) {
+        for action in actions {
+            if self.procs[node].stack.is_none() {
+                return;
+            }
+            if self.procs[node].blocked {
+                self.procs[node].held.push(action);
+                continue;
+            }
+            let p = &mut self.procs[node];
+            let (me, now) = (p.endpoint, self.now);
+            let ev = match action {
+                AppAction::Cast { level, data } => {
+                    let id = MsgId { sender: me, seq: p.next_seq };
+                    p.next_seq += 1;
+                    let payload = workload::app_payload(id, workload::Kind::Cast(level), &data);
+                    self.stats.casts += 1;
+                    self.history.record(now, me, Event::Cast { id, level });
+                    trace!(self, me, "cast {id} {level} {}B (application)", data.len());
+                    Down::Cast(Message::new(payload).with_level(level))
+                }
+                AppAction::Send { to, data } => {
+                    let view = p.view.clone();
+                    let Some(rank) = view.rank_of(to).filter(|_| to != me) else {
+                        trace!(self, me, "send to {to} dropped: not another member of {view}");
+                        continue;
+                    };
+                    let count = p.sent_to.entry((to, view.id)).or_insert(0);
+                    *count += 1;
+                    let id = MsgId { sender: me, seq: *count };
+                    let payload = workload::app_payload(id, workload::Kind::Send, &data);
+                    self.stats.sends += 1;
+                    trace!(self, me, "send #{} to {to} {}B (application)", id.seq, data.len());
+                    Down::Send(rank, Message::new(payload))
+                }
+            };
+            if let Some(stack) = self.procs[node].stack.as_mut() {
+                stack.down(now, ev);
+            }
         }
     }
 

@@ -22,6 +22,10 @@ use crate::level::Level;
 /// The kind byte of a point-to-point send.
 const SEND: u8 = 0x80;
 
+/// Set in the kind byte when an application's data follows the header in place of the filler
+/// (see [`app_payload`]).
+const APP: u8 = 0x40;
+
 /// What a payload carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -52,21 +56,53 @@ fn make(id: MsgId, kind: u8, size: usize) -> Bytes {
     b.freeze()
 }
 
-/// Reads a payload made by [`payload`] or [`send_payload`]; `None` if it is corrupt.
+/// Makes the payload of cast or send `id` carrying an application's `data` after the header
+/// (a simulated [`Application`](super::Application)'s message), so that it is recorded and
+/// checked like any other.
+pub fn app_payload(id: MsgId, kind: Kind, data: &[u8]) -> Bytes {
+    let kind = match kind {
+        Kind::Cast(level) => level as u8,
+        Kind::Send => SEND,
+    };
+    let mut b = BytesMut::with_capacity(24 + data.len());
+    put_varint(&mut b, id.sender.node);
+    put_varint(&mut b, u64::from(id.sender.incarnation));
+    put_varint(&mut b, id.seq);
+    b.put_u8(kind | APP);
+    b.put_slice(data);
+    b.freeze()
+}
+
+/// Reads a payload made by [`payload`] or [`send_payload`]; `None` if it is corrupt (or
+/// carries an application's data).
 pub fn parse(p: &[u8]) -> Option<(MsgId, Kind)> {
+    match parse_any(p)? {
+        (id, kind, None) => Some((id, kind)),
+        (_, _, Some(_)) => None,
+    }
+}
+
+/// Reads any payload: its id and kind, and where an application's data starts in it (for
+/// those made by [`app_payload`]); `None` if it is corrupt.
+pub fn parse_any(p: &[u8]) -> Option<(MsgId, Kind, Option<usize>)> {
     let mut r = p;
     let node = get_varint(&mut r)?;
     let inc = u32::try_from(get_varint(&mut r)?).ok()?;
     let seq = get_varint(&mut r)?;
     let (&kind, rest) = r.split_first()?;
-    let kind = match kind {
+    let app = kind & APP != 0;
+    let kind = match kind & !APP {
         SEND => Kind::Send,
         k => Kind::Cast(*Level::ALL.get(usize::from(k))?),
     };
+    let id = MsgId { sender: Endpoint::new(node, inc), seq };
+    if app {
+        return Some((id, kind, Some(p.len() - rest.len())));
+    }
     if rest.iter().any(|b| *b != seq as u8) {
         return None;
     }
-    Some((MsgId { sender: Endpoint::new(node, inc), seq }, kind))
+    Some((id, kind, None))
 }
 
 /// The simulated application's state: the digest of the casts it delivered, and how many
@@ -185,6 +221,18 @@ mod tests {
     }
 
     #[test]
+    fn an_application_payload_carries_its_data() {
+        let id = MsgId { sender: Endpoint::new(3, 1), seq: 9 };
+        for kind in [Kind::Cast(Level::Total), Kind::Send] {
+            let p = app_payload(id, kind, b"acquire x");
+            let (got, k, at) = parse_any(&p).expect("parses");
+            assert_eq!((got, k), (id, kind));
+            assert_eq!(&p[at.expect("application data")..], b"acquire x");
+            assert_eq!(parse(&p), None, "not a workload payload");
+        }
+    }
+
+    #[test]
     fn state_round_trips_whatever_the_order_of_deliveries() {
         let ids: Vec<MsgId> =
             (1..50).map(|s| MsgId { sender: Endpoint::new(s % 3, 1), seq: s }).collect();
@@ -218,6 +266,7 @@ mod tests {
     quickcheck! {
         fn garbage_payload_never_panics(bytes: Vec<u8>) -> bool {
             let _ = parse(&bytes);
+            let _ = parse_any(&bytes);
             true
         }
 
