@@ -34,6 +34,9 @@ Examples:
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = DEMO_HELP)]
 pub struct DemoArgs {
+    /// An application to show instead: `map` (a replicated key-value map).
+    #[arg(value_name = "APP")]
+    app: Option<String>,
     /// How many member processes (at least 2).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
     members: u64,
@@ -52,13 +55,41 @@ pub struct DemoArgs {
 const STEP: Duration = Duration::from_secs(15);
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    match demo(&args) {
+    let outcome = match args.app.as_deref() {
+        None | Some("counter") => demo(&args),
+        Some(app) => app_demo(app, &args),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("demo FAILED: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `horus demo <app>`: one of the application demos.
+fn app_demo(app: &str, args: &DemoArgs) -> Result<(), String> {
+    if args.unicast {
+        return Err("--unicast applies to the counter demo only".into());
+    }
+    let group = args.group.clone().unwrap_or_else(|| format!("demo-{app}-{}", std::process::id()));
+    let mut demo = crate::appdemos::Demo::new(app, group.clone(), args.record.clone())?;
+    let n = args.members;
+    say!(
+        "horus demo {app}: {n} member processes in group `{group}`, over IP multicast on loopback"
+    );
+    let line = match app {
+        "map" => crate::appdemos::map::run(&mut demo, n)?,
+        other => {
+            return Err(format!(
+                "no demo `{other}`; there are: counter (the default), {}",
+                horus_apps::appmember::APPS.join(", ")
+            ))
+        }
+    };
+    say!("\n{line}");
+    Ok(())
 }
 
 fn step() -> Instant {
@@ -250,7 +281,7 @@ fn demo(args: &DemoArgs) -> Result<(), String> {
 
 /// Makes `dir`, and removes the member histories an earlier demo left in it (they would be
 /// checked with this run's).
-fn prepare(dir: &std::path::Path) -> Result<(), String> {
+pub(crate) fn prepare(dir: &std::path::Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;

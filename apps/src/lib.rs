@@ -7,11 +7,15 @@
 //! - [`map`]: a replicated key-value map, on the state machine.
 //!
 //! The `horus` command's plumbing:
+//! - [`appmember`] and [`appdemo`]: the member processes of the application demos, and the
+//!   parent's side of them;
 //! - [`control`]: the protocol between a parent and the member processes it starts;
 //! - [`cluster`]: the parent's side: start members, command them, wait for their reports;
 //! - [`SelfCheck`]: what a member checks of its own deliveries;
 //! - [`simtest`]: running an application in the simulator under faults.
 
+pub mod appdemo;
+pub mod appmember;
 pub mod cluster;
 pub mod control;
 pub mod map;

@@ -19,6 +19,7 @@ macro_rules! say_part {
     }};
 }
 
+mod appdemos;
 mod check;
 mod demo;
 mod member;
@@ -59,6 +60,9 @@ enum Command {
     /// A member driven by `horus demo` or a test over its stdin and stdout.
     #[command(hide = true)]
     DemoMember(member::ControlArgs),
+    /// A member of an application demo, driven by `horus demo <app>` over stdin and stdout.
+    #[command(hide = true)]
+    AppMember(horus_apps::appmember::AppMemberArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Sim(args) => sim::run(args),
         Command::DemoMember(args) => member::run_controlled(args),
+        Command::AppMember(args) => horus_apps::appmember::run(args),
         Command::Bench(args) => horus_benches::multi::cli(&args, &["bench-member"]),
         Command::BenchMember(args) => match horus_benches::multi::member(&args) {
             Ok(()) => ExitCode::SUCCESS,
