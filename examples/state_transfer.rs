@@ -60,9 +60,7 @@ impl Counter {
 
     /// Handles events until `done` holds (or ten seconds pass, which the test would report).
     async fn until(&mut self, done: impl Fn(&Counter) -> bool) {
-        let wait = async {
-            while !done(self) && self.step().await {}
-        };
+        let wait = async { while !done(self) && self.step().await {} };
         let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
     }
 }
