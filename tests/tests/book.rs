@@ -1,7 +1,8 @@
 //! The book's structure: every chapter the summary names exists, and every listing it
 //! includes names a file and anchor that exist, so a renamed example or anchor fails here and
 //! not only when the book is built (`mdbook build book`). The listings themselves are
-//! examples that `cargo test` builds and runs.
+//! examples that `cargo test` builds and runs, and the book itself is built here, as
+//! `mdbook build book` builds it.
 
 use std::path::{Path, PathBuf};
 
@@ -59,4 +60,22 @@ fn every_included_listing_and_anchor_exists() {
         }
     }
     assert!(includes > 0, "the book includes no listing");
+}
+
+#[test]
+fn the_book_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../book");
+    let mut book = mdbook_driver::MDBook::load(&root).expect("the book loads");
+    let out = std::env::temp_dir().join(format!("horus-book-{}", std::process::id()));
+    book.config.build.build_dir = out.clone();
+    book.build().expect("the book builds");
+    let html = std::fs::read_to_string(out.join("getting-started.html")).expect("a chapter page");
+    // The included listings are in the page, not the include directives.
+    assert!(html.contains("Group::builder"), "the getting-started listing is missing");
+    assert!(!html.contains("{{#include"), "an include was left unexpanded");
+    for chapter in chapters() {
+        let page = out.join(chapter.file_name().expect("a file")).with_extension("html");
+        assert!(page.is_file(), "no page {} was built", page.display());
+    }
+    let _ = std::fs::remove_dir_all(out);
 }
