@@ -162,6 +162,9 @@ enum Command<R: Replica> {
 /// A [`Replica`] running on a [`Group`]: one task owns both, feeds the replica the group's
 /// events and the users' requests, and carries out what it asks. Cheap to clone; every clone
 /// talks to the same replica.
+///
+/// Dropping every clone stops the member at once, without leaving: to the others it has
+/// crashed. Leave first (`group().leave()`) to go cleanly.
 pub struct Replicated<R: Replica> {
     commands: mpsc::UnboundedSender<Command<R>>,
     group: GroupHandle,
@@ -250,7 +253,6 @@ async fn run<R: Replica>(
     let mut previous: Option<Arc<View>> = None;
     let mut pending: HashMap<Ticket, oneshot::Sender<R::Response>> = HashMap::new();
     let mut next_ticket = 0u64;
-    let mut commands_open = true;
     loop {
         let view = previous.clone().unwrap_or_else(|| group.view());
         let mut out = Outbox::new(me, view);
@@ -271,8 +273,10 @@ async fn run<R: Replica>(
                 // A replica answers no group call: the caller's timeout says so.
                 Some(Event::Call(_)) => {}
             },
-            command = commands.recv(), if commands_open => match command {
-                None => commands_open = false,
+            command = commands.recv() => match command {
+                // Every handle is gone: the member stops, as a Group whose handles are all
+                // dropped does (to the others it has crashed).
+                None => break,
                 Some(Command::Request(request, answer)) => {
                     next_ticket += 1;
                     let ticket = Ticket(next_ticket);

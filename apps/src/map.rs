@@ -51,6 +51,7 @@ impl MapMachine {
     }
 }
 
+// ANCHOR: machine
 impl StateMachine for MapMachine {
     type Command = MapCommand;
     /// The value before the write.
@@ -82,6 +83,7 @@ impl StateMachine for MapMachine {
         Ok(())
     }
 }
+// ANCHOR_END: machine
 
 /// A key-value map replicated in every member of a group: see the [module docs](self).
 ///

@@ -69,6 +69,7 @@ struct Oracle {
     bad: u64,
 }
 
+// ANCHOR: observer
 #[derive(Clone)]
 struct Watch(Rc<RefCell<Oracle>>);
 
@@ -112,7 +113,9 @@ impl Observer<Replica> for Watch {
         self.0.borrow_mut().stopped.insert(me);
     }
 }
+// ANCHOR_END: observer
 
+// ANCHOR: workload
 /// Puts (mostly), removes and compare-and-swaps on eight keys; values name their writer.
 fn workload() -> Workload<Replica> {
     let mut n = 0u64;
@@ -127,6 +130,7 @@ fn workload() -> Workload<Replica> {
         Some(RsmRequest::Execute(command))
     })
 }
+// ANCHOR_END: workload
 
 /// Runs `seeds` with the map ordered at `level`; `every_answer_kept`: whether an answered
 /// write must survive its writer's crash (the `safe` level) or only when the writer lives.
@@ -134,6 +138,7 @@ fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, every_answer_kept
     let plan = simtest::plan(stack);
     let (mut requests, mut ended) = (0, 0);
     for seed in seeds {
+        // ANCHOR: run
         let oracle = Rc::new(RefCell::new(Oracle::default()));
         let watch = Watch(oracle.clone());
         let mut apps = |me: Endpoint, _: Time| -> Box<dyn Application> {
@@ -148,6 +153,7 @@ fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, every_answer_kept
                 println!("{l}");
             }
         }
+        // ANCHOR_END: run
         let o = oracle.borrow();
         assert_eq!(o.bad, 0, "seed {seed}: malformed commands or states");
         requests += o.puts.len();
