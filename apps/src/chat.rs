@@ -356,8 +356,8 @@ impl Replica for ChatReplica {
                     self.hello_pending = false;
                 }
                 // A second hello (after a merge) changes nothing: one announcement each.
-                if !self.members.contains_key(&from) {
-                    self.members.insert(from, Known { nick: nick.clone(), bye: false });
+                if let std::collections::btree_map::Entry::Vacant(v) = self.members.entry(from) {
+                    v.insert(Known { nick: nick.clone(), bye: false });
                     self.append(ChatEvent::Joined { who: from, nick });
                 }
             }

@@ -19,6 +19,12 @@ use horus::{Endpoint, View, ViewId};
 use horus_apps::chat::{ChatEvent, ChatReplica, ChatRequest};
 use horus_apps::simtest;
 
+/// Entries with their seqnos.
+type Numbered = Vec<(u64, ChatEvent)>;
+
+/// What a member appended in a view, and at the change to the next.
+type Change<'a> = (&'a [ChatEvent], &'a [ChatEvent]);
+
 /// The entries a member appended in one view.
 #[derive(Debug)]
 struct Segment {
@@ -180,24 +186,21 @@ fn run(stack: &str, seeds: std::ops::Range<u64>, keep: usize) -> Figures {
 
         // Members that go from V to V' together: the same lines in V, the same
         // announcements at V'.
-        let mut pairs: BTreeMap<(ViewId, ViewId), (Endpoint, &[ChatEvent], &[ChatEvent])> =
-            BTreeMap::new();
+        let mut pairs: BTreeMap<(ViewId, ViewId), (Endpoint, Change<'_>)> = BTreeMap::new();
         for (e, m) in &o.members {
             for w in m.segments.windows(2) {
                 let key = (w[0].view, w[1].view);
                 let mine = (&w[0].lines[..], &w[1].boundary[..]);
                 match pairs.get(&key) {
                     None => {
-                        pairs.insert(key, (*e, mine.0, mine.1));
+                        pairs.insert(key, (*e, mine));
                     }
-                    Some((other, lines, boundary)) => {
+                    Some((other, theirs)) => {
                         f.view_pairs += 1;
                         assert_eq!(
-                            (*lines, *boundary),
-                            mine,
+                            *theirs, mine,
                             "seed {seed}: {e} and {other} went from {} to {} with other entries",
-                            key.0,
-                            key.1
+                            key.0, key.1
                         );
                     }
                 }
@@ -205,8 +208,7 @@ fn run(stack: &str, seeds: std::ops::Range<u64>, keep: usize) -> Figures {
         }
 
         // A joiner starts from the state it was given, equal to its givers' at the boundary.
-        let mut at_install: BTreeMap<ViewId, Vec<(Endpoint, &Vec<(u64, ChatEvent)>)>> =
-            BTreeMap::new();
+        let mut at_install: BTreeMap<ViewId, Vec<(Endpoint, &Numbered)>> = BTreeMap::new();
         for (e, m) in &o.members {
             for seg in &m.segments {
                 if seg.restored.is_none() {
