@@ -20,6 +20,7 @@ macro_rules! say_part {
 }
 
 mod appdemos;
+mod chatcmd;
 mod check;
 mod demo;
 mod member;
@@ -43,6 +44,8 @@ enum Command {
     /// Start a small group of member processes: they join, cast, lose a member and take a
     /// restarted one back with its state.
     Demo(demo::DemoArgs),
+    /// Join a chat room: lines typed are said to everyone, the transcript is printed.
+    Chat(chatcmd::ChatArgs),
     /// Join a group: lines typed are cast, deliveries and views are printed.
     Member(member::MemberArgs),
     /// Ask every member of a group for its view and counters.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Chat(args) => chatcmd::run(args),
         Command::Member(args) => member::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Check(args) => check::run(args),

@@ -49,3 +49,96 @@ fn an_unknown_demo_says_which_there_are() {
         text(&o)
     );
 }
+
+#[test]
+fn chat_demo_shows_the_killed_member_failed_and_gives_the_restarted_one_the_transcript() {
+    let out = demo("chat");
+    assert!(out.contains("the survivors saw \"* carol left (failed)\""), "{out}");
+    assert!(out.contains("p3.1 was given the"), "{out}");
+    assert!(out.contains("demo chat ok: 3 members, p3.0 (carol) killed midway"), "{out}");
+}
+
+/// Two `horus chat` processes, typed at through stdin, see each other's lines.
+#[test]
+fn two_chat_processes_driven_through_stdin_exchange_lines() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    struct Person {
+        child: Child,
+        lines: mpsc::Receiver<String>,
+        seen: Vec<String>,
+    }
+    impl Person {
+        fn start(name: &str, group: &str) -> Person {
+            let mut child = Command::new(HORUS)
+                .args(["chat", "--name", name, "--group", group, "--join-timeout", "5s"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("runs horus chat");
+            let (tx, lines) = mpsc::channel();
+            let out = child.stdout.take().expect("piped");
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            Person { child, lines, seen: Vec::new() }
+        }
+        fn type_line(&mut self, line: &str) {
+            let stdin = self.child.stdin.as_mut().expect("piped");
+            writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("types");
+        }
+        /// Waits (a few seconds at most) for a printed line containing `text`.
+        fn expect(&mut self, text: &str) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.seen.iter().any(|l| l.contains(text)) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok(l) => self.seen.push(l),
+                    Err(_) => panic!("never printed {text:?}; printed:\n{}", self.seen.join("\n")),
+                }
+            }
+        }
+    }
+    impl Drop for Person {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    let group = format!("chat-test-{}", std::process::id());
+    let mut alice = Person::start("alice", &group);
+    alice.expect("joined room");
+    alice.expect("* alice joined");
+    alice.type_line("hello, anyone?");
+    alice.expect("alice: hello, anyone?");
+    let mut bob = Person::start("bob", &group);
+    bob.expect("alice: hello, anyone?"); // the recent transcript, given as bob joined
+    bob.expect("* bob joined");
+    alice.expect("* bob joined");
+    bob.type_line("hi alice");
+    alice.expect("bob: hi alice");
+    bob.expect("bob: hi alice");
+    bob.type_line("/who");
+    bob.expect("in the room (2): ");
+    let who = bob.seen.iter().find(|l| l.starts_with("in the room")).expect("just seen");
+    assert!(who.contains("alice (p") && who.contains("bob (p"), "{who}");
+    bob.type_line("/quit");
+    bob.expect("you left the room");
+    alice.expect("* bob left");
+    assert!(!alice.seen.iter().any(|l| l.contains("bob left (failed)")), "{:?}", alice.seen);
+    drop(alice.child.stdin.take()); // end of input leaves too
+    alice.expect("you left the room");
+    for p in [&mut alice, &mut bob] {
+        let status = p.child.wait().expect("ends");
+        assert!(status.success(), "{status}");
+    }
+}
