@@ -35,12 +35,14 @@ pub trait Handler: Send + Sync + 'static {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The applications a member can run, by the name `--app` gives.
-pub const APPS: &[&str] = &["map"];
+pub const APPS: &[&str] = &["map", "primary-backup", "cohort"];
 
 /// Starts application `app` on `group`; `None` for a name not in [`APPS`].
 pub fn handler(app: &str, group: Group) -> Option<Arc<dyn Handler>> {
     match app {
         "map" => Some(Arc::new(crate::map::ReplicatedMap::start(group))),
+        "primary-backup" => Some(Arc::new(crate::primary_backup::PrimaryBackup::start(group, crate::primary_backup::Journal::default()))),
+        "cohort" => Some(Arc::new(crate::cohort::Cohort::start_paced(group, crate::cohort::Fingerprint, Duration::from_millis(300)))),
         _ => None,
     }
 }

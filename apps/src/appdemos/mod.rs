@@ -4,7 +4,9 @@
 //! are checked too. The steps common to every demo are here; each application's script is a
 //! module of its own.
 
+pub mod cohort;
 pub mod map;
+pub mod primary_backup;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -138,7 +140,7 @@ impl Demo {
 /// Waits until the history file at `path` has not grown for a while: the recorder writes
 /// every 50 ms, and a member killed before it wrote would leave casts that the others
 /// delivered missing from its history.
-fn settled(path: &std::path::Path) -> Result<(), String> {
+pub fn settled(path: &std::path::Path) -> Result<(), String> {
     let deadline = step();
     let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let (mut last, mut since) = (size(), Instant::now());
