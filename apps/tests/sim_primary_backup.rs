@@ -1,7 +1,8 @@
 //! Primary-backup in the simulator, under every fault, checked by its oracle: no acknowledged
 //! update is lost (it is in the final state of every survivor, even when its requester and the
-//! primary crashed), none is applied twice, the survivors' states are equal, and each view has
-//! at most one primary, its first member.
+//! primary crashed), none is applied twice, the survivors' states are equal, each view has at
+//! most one primary, its first member, and every request of a member that survives is
+//! answered.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,7 @@ struct Oracle {
     asked: BTreeMap<(Endpoint, Ticket), String>,
     /// Acknowledged appends: the entry and the index it was acknowledged with.
     acked: Vec<(String, u64)>,
+    answered: BTreeSet<(Endpoint, Ticket)>,
     last: BTreeMap<Endpoint, Last>,
     stopped: BTreeSet<Endpoint>,
     /// The members of every view seen.
@@ -51,6 +53,7 @@ impl Observer<Replica> for Watch {
     }
     fn answered(&mut self, _: Time, me: Endpoint, t: Ticket, reply: &Result<u64, String>) {
         let mut o = self.0.borrow_mut();
+        assert!(o.answered.insert((me, t)), "{me}'s {t} answered twice");
         match reply {
             Ok(at) => {
                 let entry = o.asked[&(me, t)].clone();
@@ -157,6 +160,13 @@ fn no_acknowledged_update_is_lost_or_applied_twice_under_every_fault() {
                 (first.applied, first.digest, &first.journal),
                 "seed {seed}: {e}'s state differs from {}'s",
                 survivors[0]
+            );
+        }
+        // A requester that lives sends its request again until a primary applies it.
+        for (me, t) in o.asked.keys() {
+            assert!(
+                !survivors.contains(me) || o.answered.contains(&(*me, *t)),
+                "seed {seed}: the survivor {me}'s request {t} was never answered"
             );
         }
         for (entry, at) in &o.acked {

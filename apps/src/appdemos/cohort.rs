@@ -74,7 +74,7 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     let newcomer = demo.members[joiner].endpoint;
     let s = state(demo, joiner)?;
     say!(
-        "   {newcomer} was given {} results' digest and {} requests still pending",
+        "   {newcomer} was given the state: {} results seen, {} requests still pending",
         s["results"],
         s["pending"]
     );

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use horus::Endpoint;
 use serde_json::{json, Value};
 
 use super::{list, settled, step, Demo};
@@ -15,11 +16,10 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     // Entry -> the index its append was acknowledged with.
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();
 
-    let primary = state(demo, 0)?["primary"].clone();
+    let primary = primary_of(demo, 0)?;
     say!(
-        "\n2. Every member appends 4 entries at once: each goes to the primary {}, which casts \
-         it safe to the backups.",
-        primary.as_str().unwrap_or("?")
+        "\n2. Every member appends 4 entries at once: each goes to the primary {primary}, which \
+         casts it safe to the backups."
     );
     append_round(demo, "a", 4, &mut acked)?;
     show(demo)?;
@@ -28,7 +28,7 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     let at = demo
         .members
         .iter()
-        .position(|m| json!(m.endpoint) == primary)
+        .position(|m| m.endpoint == primary)
         .ok_or("the primary is not a member")?;
     let mut victim = demo.members.remove(at);
     if let Some(path) = victim.record.clone() {
@@ -45,12 +45,11 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     }
     say!("   {} appends are in flight to the dead primary.", asked.len());
     let view = demo.wait_full_view("install a view without the primary")?;
-    let new_primary = state(demo, 0)?["primary"].clone();
+    let new_primary = primary_of(demo, 0)?;
     say!(
-        "   view {view} = {}: {} is the primary now, with every update the old one made \
-         stable",
+        "   view {view} = {}: {new_primary} is the primary now, with every update the old one \
+         made stable",
         list(&demo.endpoints()),
-        new_primary.as_str().unwrap_or("?")
     );
     if new_primary == primary {
         return Err("the dead primary is still the primary".into());
@@ -92,25 +91,22 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     );
     let entries = check(demo, &acked)?;
     for i in 0..demo.members.len() {
-        let s = state(demo, i)?;
+        let (s, primary) = (state(demo, i)?, primary_of(demo, i)?);
         say!(
-            "   {}: {} updates applied, digest {}, primary {}",
+            "   {}: {} updates applied, digest {}, primary {primary}",
             demo.members[i].endpoint,
             s["applied"],
             s["digest"].as_str().unwrap_or("?"),
-            s["primary"].as_str().unwrap_or("?")
         );
     }
     let members = list(&demo.endpoints());
     demo.leave_all()?;
     let checked = demo.check_records()?;
     Ok(format!(
-        "demo primary-backup ok: {n} members, primary {} killed with appends in flight, {} took \
-         over, {} rejoined with the journal; {} acknowledged entries of {entries}, none lost or \
-         doubled, equal at {members}{checked}",
+        "demo primary-backup ok: {n} members, primary {} killed with appends in flight, \
+         {new_primary} took over, {newcomer} rejoined with the journal; {} appends acknowledged, \
+         none lost or doubled; {entries} entries, equal at {members}{checked}",
         victim.endpoint,
-        new_primary.as_str().unwrap_or("?"),
-        newcomer,
         acked.len(),
     ))
 }
@@ -171,6 +167,10 @@ fn check(demo: &mut Demo, acked: &BTreeMap<String, u64>) -> Result<usize, String
 
 fn state(demo: &mut Demo, i: usize) -> Result<Value, String> {
     demo.members[i].request("state", Value::Null, step())
+}
+
+fn primary_of(demo: &mut Demo, i: usize) -> Result<Endpoint, String> {
+    serde_json::from_value(state(demo, i)?["primary"].clone()).map_err(|e| format!("no primary: {e}"))
 }
 
 fn journal(demo: &mut Demo, i: usize) -> Result<Vec<String>, String> {
