@@ -41,8 +41,8 @@ pub const APPS: &[&str] = &["map", "primary-backup", "cohort"];
 pub fn handler(app: &str, group: Group) -> Option<Arc<dyn Handler>> {
     match app {
         "map" => Some(Arc::new(crate::map::ReplicatedMap::start(group))),
-        "primary-backup" => Some(Arc::new(crate::primary_backup::PrimaryBackup::start(group, crate::primary_backup::Journal::default()))),
-        "cohort" => Some(Arc::new(crate::cohort::Cohort::start_paced(group, crate::cohort::Fingerprint, Duration::from_millis(300)))),
+        "primary-backup" => Some(Arc::new(crate::primary_backup::PrimaryBackup::journal(group))),
+        "cohort" => Some(Arc::new(crate::cohort::Cohort::fingerprints(group))),
         _ => None,
     }
 }

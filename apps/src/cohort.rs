@@ -349,7 +349,12 @@ impl<W: Worker> Replica for CohortReplica<W> {
     type Request = CohortRequest<W::Request>;
     type Response = CohortResponse<W::Reply>;
 
-    fn request(&mut self, request: Self::Request, ticket: Ticket, out: &mut Outbox<Self::Response>) {
+    fn request(
+        &mut self,
+        request: Self::Request,
+        ticket: Ticket,
+        out: &mut Outbox<Self::Response>,
+    ) {
         let request = match request {
             CohortRequest::Submit(r) => r,
             CohortRequest::Step => {
@@ -522,10 +527,18 @@ impl Worker for Fingerprint {
     type Reply = String;
 
     fn handle(&mut self, _requester: Endpoint, request: String) -> String {
-        let h = request
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let h = request.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         format!("{h:016x}")
+    }
+}
+
+impl Cohort<Fingerprint> {
+    /// Fingerprints taken by coordinator-cohort on `group`, one per 300 ms at each member
+    /// (as if each took that long): the application `cohort` of `horus app-member`.
+    pub fn fingerprints(group: Group) -> Self {
+        Self::start_paced(group, Fingerprint, Duration::from_millis(300))
     }
 }
 
@@ -535,7 +548,9 @@ impl Handler for Cohort<Fingerprint> {
         Box::pin(async move {
             let e = |e: Error| e.to_string();
             match op.as_str() {
-                "submit" => Ok(json!(cohort.submit(arg_str(&args, "request")?).await.map_err(e)?)),
+                "submit" => {
+                    Ok(json!(cohort.submit(arg_str(&args, "request")?).await.map_err(e)?))
+                }
                 "hold" => {
                     cohort.hold(args.get("hold").and_then(Value::as_bool).unwrap_or(true));
                     Ok(Value::Null)
@@ -589,7 +604,8 @@ mod tests {
         let mut count = BTreeMap::new();
         for node in 1..=4 {
             for id in 1..=100 {
-                let c = CohortReplica::<Fingerprint>::coordinator(Endpoint::new(node, 0), id, &view);
+                let c =
+                    CohortReplica::<Fingerprint>::coordinator(Endpoint::new(node, 0), id, &view);
                 *count.entry(c).or_insert(0) += 1;
             }
         }

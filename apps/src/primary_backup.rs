@@ -290,7 +290,7 @@ impl<S: Service> PbReplica<S> {
 
     /// At a requester: the primary's answer from the table.
     fn on_answer(&mut self, id: u64, reply: &[u8], out: &mut Outbox<PbResponse<S::Reply>>) {
-        if !self.waiting.front().is_some_and(|w| w.id == id) {
+        if self.waiting.front().is_none_or(|w| w.id != id) {
             self.stats.duplicates += 1;
             return;
         }
@@ -494,6 +494,14 @@ impl Service for Journal {
     }
 }
 
+impl PrimaryBackup<Journal> {
+    /// A [`Journal`] kept by primary-backup on `group`: the application `primary-backup` of
+    /// `horus app-member`.
+    pub fn journal(group: Group) -> Self {
+        Self::start(group, Journal::default())
+    }
+}
+
 impl Handler for PrimaryBackup<Journal> {
     fn handle(&self, op: String, args: Value) -> BoxFuture<Result<Value, String>> {
         let pb = self.clone();
@@ -523,9 +531,8 @@ impl Handler for PrimaryBackup<Journal> {
 
 /// Folds one applied update into a digest (splitmix64's finaliser over the fields).
 fn mix(digest: u64, requester: Endpoint, id: u64, command: &[u8]) -> u64 {
-    let mut z = digest.rotate_left(5)
-        ^ requester.node
-        ^ u64::from(requester.incarnation).rotate_left(40);
+    let mut z =
+        digest.rotate_left(5) ^ requester.node ^ u64::from(requester.incarnation).rotate_left(40);
     z = z.wrapping_add(id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     for chunk in command.chunks(8) {
         let mut w = [0u8; 8];

@@ -11,9 +11,7 @@ use horus::core::sim::Application;
 use horus::core::Time;
 use horus::replica::{Observer, SimReplica, Ticket, Workload};
 use horus::{Endpoint, View, ViewId};
-use horus_apps::cohort::{
-    CohortReplica, CohortRequest, CohortResponse, CohortStats, Done, Worker,
-};
+use horus_apps::cohort::{CohortReplica, CohortRequest, CohortResponse, CohortStats, Done, Worker};
 use horus_apps::simtest;
 
 /// Squares a number; the result names who handled it, so the oracle can tell two handlings
@@ -30,6 +28,9 @@ impl Worker for Handled {
 
 type Replica = CohortReplica<Handled>;
 
+/// A result: the square, and who took it.
+type Answer = Done<(u64, Endpoint)>;
+
 /// A member's last view, results digest, counters.
 struct Last {
     view: ViewId,
@@ -41,9 +42,9 @@ struct Last {
 struct Oracle {
     asked: BTreeMap<(Endpoint, Ticket), u64>,
     /// Answers, per request.
-    answers: BTreeMap<(Endpoint, Ticket), Vec<Done<(u64, Endpoint)>>>,
+    answers: BTreeMap<(Endpoint, Ticket), Vec<Answer>>,
     /// Per (requester, id): every result seen, by whom.
-    seen: BTreeMap<(Endpoint, u64), BTreeMap<Endpoint, Done<(u64, Endpoint)>>>,
+    seen: BTreeMap<(Endpoint, u64), BTreeMap<Endpoint, Answer>>,
     last: BTreeMap<Endpoint, Last>,
     stopped: BTreeSet<Endpoint>,
     errors: u64,
@@ -79,7 +80,8 @@ impl Observer<Replica> for Watch {
     }
 }
 
-/// Submits numbers (at most four waiting per member), and half the time steps instead.
+/// Submits numbers (at most four waiting per member); three turns in ten, and when four
+/// wait, steps instead (a paced member handles a request on a step).
 fn workload() -> Workload<Replica> {
     let mut n = 0u64;
     Box::new(move |rng, r, me| {
@@ -156,8 +158,7 @@ fn run(seeds: std::ops::Range<u64>, eager: bool) {
         // request may wait in a queue at the end.
         for (me, t) in o.asked.keys() {
             assert!(
-                !eager
-                    || !survivors.contains(me) || o.answers.contains_key(&(*me, *t)),
+                !eager || !survivors.contains(me) || o.answers.contains_key(&(*me, *t)),
                 "seed {seed}: the survivor {me}'s request {t} ({}) was never answered",
                 o.asked[&(*me, *t)]
             );

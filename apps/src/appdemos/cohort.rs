@@ -68,7 +68,10 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     }
     say!("   every request was answered: {takeovers} of them by a member that took it over.");
 
-    say!("\n4. Node {} restarts; state transfer gives it the requests pending.", victim.endpoint.node);
+    say!(
+        "\n4. Node {} restarts; state transfer gives it the requests pending.",
+        victim.endpoint.node
+    );
     let asked = submit(demo, "c", 2, None)?;
     let joiner = demo.restart(victim.endpoint)?;
     let newcomer = demo.members[joiner].endpoint;
@@ -187,7 +190,10 @@ fn wait_delivered(demo: &mut Demo, i: usize, base: u64, count: usize) -> Result<
             return Ok(s["queued"].as_u64().unwrap_or(0));
         }
         if Instant::now() > deadline {
-            return Err(format!("{} did not deliver the requests in time", demo.members[i].endpoint));
+            return Err(format!(
+                "{} did not deliver the requests in time",
+                demo.members[i].endpoint
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -204,5 +210,9 @@ fn show_load(demo: &Demo, answered: &BTreeMap<String, (Endpoint, bool)>) {
         *load.entry(*by).or_default() += 1;
     }
     let line: Vec<String> = load.iter().map(|(e, c)| format!("{e}: {c}")).collect();
-    say!("   requests handled so far, by member: {} (members now: {})", line.join(", "), list(&demo.endpoints()));
+    say!(
+        "   requests handled so far, by member: {} (members now: {})",
+        line.join(", "),
+        list(&demo.endpoints())
+    );
 }

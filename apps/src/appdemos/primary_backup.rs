@@ -170,7 +170,8 @@ fn state(demo: &mut Demo, i: usize) -> Result<Value, String> {
 }
 
 fn primary_of(demo: &mut Demo, i: usize) -> Result<Endpoint, String> {
-    serde_json::from_value(state(demo, i)?["primary"].clone()).map_err(|e| format!("no primary: {e}"))
+    serde_json::from_value(state(demo, i)?["primary"].clone())
+        .map_err(|e| format!("no primary: {e}"))
 }
 
 fn journal(demo: &mut Demo, i: usize) -> Result<Vec<String>, String> {
@@ -182,6 +183,11 @@ fn journal(demo: &mut Demo, i: usize) -> Result<Vec<String>, String> {
 fn show(demo: &mut Demo) -> Result<(), String> {
     let j = journal(demo, 0)?;
     let tail: Vec<&str> = j.iter().rev().take(4).rev().map(String::as_str).collect();
-    say!("   the journal at {}: {} entries, ending {}", demo.members[0].endpoint, j.len(), tail.join(" "));
+    say!(
+        "   the journal at {}: {} entries, ending {}",
+        demo.members[0].endpoint,
+        j.len(),
+        tail.join(" ")
+    );
     Ok(())
 }
