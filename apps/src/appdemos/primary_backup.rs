@@ -43,7 +43,7 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
             asked.push((i, entry.clone(), m.ask("append", json!({ "entry": entry }))?));
         }
     }
-    say!("   {} appends are in flight to the dead primary.", asked.len());
+    say!("   {} appends asked right after the kill.", asked.len());
     let view = demo.wait_full_view("install a view without the primary")?;
     let new_primary = primary_of(demo, 0)?;
     say!(
