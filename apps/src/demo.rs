@@ -35,7 +35,8 @@ Examples:
 #[command(after_long_help = DEMO_HELP)]
 pub struct DemoArgs {
     /// An application to show instead: `map` (a replicated key-value map), `chat` (a group
-    /// chat).
+    /// chat), `primary-backup` (a journal kept by a primary and its backups), `cohort`
+    /// (requests shared out, taken over).
     #[arg(value_name = "APP")]
     app: Option<String>,
     /// How many member processes (at least 2).
@@ -83,6 +84,8 @@ fn app_demo(app: &str, args: &DemoArgs) -> Result<(), String> {
     let line = match app {
         "map" => crate::appdemos::map::run(&mut demo, n)?,
         "chat" => crate::appdemos::chat::run(&mut demo, n)?,
+        "primary-backup" => crate::appdemos::primary_backup::run(&mut demo, n)?,
+        "cohort" => crate::appdemos::cohort::run(&mut demo, n)?,
         other => {
             return Err(format!(
                 "no demo `{other}`; there are: counter (the default), {}",

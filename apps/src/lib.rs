@@ -5,7 +5,9 @@
 //! handle, and tested in the simulator by an oracle of its own:
 //! - [`rsm`]: a replicated state machine on the total order;
 //! - [`map`]: a replicated key-value map, on the state machine;
-//! - [`chat`]: a group chat, one transcript in one order, given to joiners.
+//! - [`chat`]: a group chat, one transcript in one order, given to joiners;
+//! - [`primary_backup`]: primary-backup replication, the primary's updates cast `safe`;
+//! - [`cohort`]: coordinator-cohort, requests shared out by rank and taken over on failure.
 //!
 //! The `horus` command's plumbing:
 //! - [`appmember`] and [`appdemo`]: the member processes of the application demos, and the
@@ -19,8 +21,10 @@ pub mod appdemo;
 pub mod appmember;
 pub mod chat;
 pub mod cluster;
+pub mod cohort;
 pub mod control;
 pub mod map;
+pub mod primary_backup;
 pub mod rsm;
 mod selfcheck;
 pub mod simtest;

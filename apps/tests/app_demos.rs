@@ -40,6 +40,21 @@ fn map_demo_gives_the_restarted_member_the_map_and_ends_with_equal_copies() {
 }
 
 #[test]
+fn primary_backup_demo_loses_no_acknowledged_append_when_the_primary_is_killed() {
+    let out = demo("primary-backup");
+    assert!(out.contains("p2.0 is the primary now"), "{out}");
+    assert!(out.contains("p1.1 holds the journal it was given"), "{out}");
+    assert!(out.contains("demo primary-backup ok: 3 members, primary p1.0 killed"), "{out}");
+}
+
+#[test]
+fn cohort_demo_takes_over_the_requests_of_a_killed_coordinator() {
+    let out = demo("cohort");
+    assert!(out.contains("taken over from the killed coordinator"), "{out}");
+    assert!(out.contains("demo cohort ok: 3 members, p3.0 killed with"), "{out}");
+}
+
+#[test]
 fn an_unknown_demo_says_which_there_are() {
     let o = Command::new(HORUS).args(["demo", "nosuch"]).output().expect("runs horus");
     assert!(!o.status.success());

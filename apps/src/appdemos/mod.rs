@@ -5,7 +5,9 @@
 //! module of its own.
 
 pub mod chat;
+pub mod cohort;
 pub mod map;
+pub mod primary_backup;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -139,7 +141,7 @@ impl Demo {
 /// Waits until the history file at `path` has not grown for a while: the recorder writes
 /// every 50 ms, and a member killed before it wrote would leave casts that the others
 /// delivered missing from its history.
-fn settled(path: &std::path::Path) -> Result<(), String> {
+pub fn settled(path: &std::path::Path) -> Result<(), String> {
     let deadline = step();
     let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let (mut last, mut since) = (size(), Instant::now());
