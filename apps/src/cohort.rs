@@ -48,6 +48,7 @@ use serde_json::{json, Value};
 
 use crate::appmember::{arg_str, BoxFuture, Handler};
 
+// ANCHOR: worker
 /// What handles the requests. Any member may be asked to handle any request, a request twice
 /// only if its first coordinator failed first.
 pub trait Worker: Send + 'static {
@@ -57,6 +58,7 @@ pub trait Worker: Send + 'static {
     /// Handles `request`, submitted by `requester`.
     fn handle(&mut self, requester: Endpoint, request: Self::Request) -> Self::Reply;
 }
+// ANCHOR_END: worker
 
 /// What travels between the members.
 #[derive(Debug, Serialize, Deserialize)]

@@ -49,6 +49,7 @@ use serde_json::{json, Value};
 
 use crate::appmember::{arg_str, BoxFuture, Handler};
 
+// ANCHOR: service
 /// A deterministic service: the same requests in the same order give the same states and
 /// replies wherever they are executed.
 pub trait Service: Send + 'static {
@@ -67,6 +68,7 @@ pub trait Service: Send + 'static {
     /// keeps its state and counts the failure.
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
 }
+// ANCHOR_END: service
 
 /// What travels between the members.
 #[derive(Debug, Serialize, Deserialize)]
