@@ -35,12 +35,13 @@ pub trait Handler: Send + Sync + 'static {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The applications a member can run, by the name `--app` gives.
-pub const APPS: &[&str] = &["map"];
+pub const APPS: &[&str] = &["map", "lock"];
 
 /// Starts application `app` on `group`; `None` for a name not in [`APPS`].
 pub fn handler(app: &str, group: Group) -> Option<Arc<dyn Handler>> {
     match app {
         "map" => Some(Arc::new(crate::map::ReplicatedMap::start(group))),
+        "lock" => Some(Arc::new(crate::lock::LockService::start(group))),
         _ => None,
     }
 }

@@ -4,7 +4,8 @@
 //! Applications, each a [`Replica`](horus::replica::Replica) run on a group with a typed
 //! handle, and tested in the simulator by an oracle of its own:
 //! - [`rsm`]: a replicated state machine on the total order;
-//! - [`map`]: a replicated key-value map, on the state machine.
+//! - [`map`]: a replicated key-value map, on the state machine;
+//! - [`lock`]: named locks with fair queues, released when their holder fails.
 //!
 //! The `horus` command's plumbing:
 //! - [`appmember`] and [`appdemo`]: the member processes of the application demos, and the
@@ -17,6 +18,7 @@
 pub mod appdemo;
 pub mod appmember;
 pub mod cluster;
+pub mod lock;
 pub mod control;
 pub mod map;
 pub mod rsm;
