@@ -18,8 +18,8 @@
 pub mod appdemo;
 pub mod appmember;
 pub mod cluster;
-pub mod lock;
 pub mod control;
+pub mod lock;
 pub mod map;
 pub mod rsm;
 mod selfcheck;

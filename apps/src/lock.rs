@@ -18,11 +18,18 @@
 //! change every member drops the holdings and queued acquires of the members that are gone,
 //! at the same point, and grants each freed lock to its next waiter. A joiner gets the
 //! table by state transfer as of the view it joins in. This holds across a coordinator's
-//! failure, which is one more view change. In a view merged from two partitions (the `evs`
-//! stack), the members of the side merged in take the other side's table, as joiners do:
-//! they stop holding what they held, and their queued acquires fail (ask again). While apart,
-//! each side grants on its own: two members can hold one lock at once, in two views, with
-//! the same fencing token. Use the default stack where a lock must be unique.
+//! failure, which is one more view change. A lock granted by a cast delivered at the flush
+//! that ends a view is held from the next view on: the flush is where members that part
+//! may deliver different casts (each side of a partition its own), so a grant there could
+//! clash, in the old view, with what a member on the other side believes.
+//!
+//! **Partitions.** Under the default primary-partition policy (`vsync`) only a majority goes
+//! on; a member cut off is excluded, and its locks go to the next waiters. In a view merged
+//! from two partitions (the `evs` stack), the members of the side merged in take the other
+//! side's table, as joiners do: they stop holding what they held, and their queued acquires
+//! fail (ask again). While apart, each side grants on its own: two members can hold one lock
+//! at once, in two views, with the same fencing token. Use the default stack where a lock
+//! must be unique.
 //!
 //! **Real time: the caveat.** The guarantee is per view. A member cut off by a partition (or
 //! paused) still believes it holds its locks until it learns of the view change: under the
@@ -32,7 +39,8 @@
 //! guard something outside the group must therefore:
 //! - stop using a lock when a view change starts ([`LockGuard::is_valid`] and
 //!   [`LockService::holds`] say `false` from the group's `Block` until the next view
-//!   confirms the holding, and for good once the member is excluded or has exited);
+//!   confirms the holding; once the member is excluded or has exited they fail with
+//!   [`Error::Exited`], and a waiting [`acquire`](LockService::acquire) fails the same way);
 //! - and, where the resource can check, pass it the grant's fencing token
 //!   ([`Grant::token`]), so that the resource itself refuses a holder older than the last
 //!   it served. A check followed by a use is always a race; the token is what closes it.
@@ -45,11 +53,12 @@
 //!
 //! **Why the `safe` level.** Commands are cast at the `safe` level: totally ordered, and
 //! uniform, delivered to a member only once every member of the view has received them, so
-//! that a command any member has applied, even one that fails right after, is applied by
-//! every survivor too. The `total` level is not enough: a sequencer cut off by a partition
-//! delivers its own acquire at once and believes it holds the lock, while the others, who
-//! never received that acquire, grant the lock to someone else at the flush that ends the
-//! same view. The price is latency: a command waits for every member's acknowledgement.
+//! that a command any member has applied, even one cut off or failed right after, is applied
+//! by every survivor too. At the `total` level alone, a sequencer cut off by a partition
+//! delivers its own acquire at once and holds the lock, while the others, who never received
+//! that acquire, grant the lock again in their next view: one holder per view still, but
+//! under the same fencing token, which the resource then cannot tell apart. The price is
+//! latency: a command waits for every member's acknowledgement.
 //!
 //! On the wire a command is a postcard-encoded [`Command`]; one that does not decode, or
 //! comes at another level, is dropped and counted ([`LockReplica::malformed`]).
@@ -101,7 +110,7 @@ struct Given {
 enum Acquired {
     Given(Given),
     Queued,
-    /// A try that found the lock held (by this member, if any).
+    /// A try that found the lock held, by the member named.
     Busy(Option<Endpoint>),
 }
 
@@ -216,7 +225,7 @@ pub enum LockRequest {
 pub enum LockResponse {
     /// The acquire is granted: this member holds the lock.
     Granted(Grant),
-    /// A try found the lock held, by this member (if it is still in the view).
+    /// A try found the lock held (by the member named, unless it has just left).
     Busy(Option<Endpoint>),
     /// A release: whether it gave a holding up (`false`: it withdrew a waiting acquire, or
     /// there was nothing to give up).
@@ -395,7 +404,10 @@ impl Replica for LockReplica {
                     let why = format!("request id {id} is in use by another acquire");
                     return out.done(ticket, LockResponse::Failed(why));
                 }
-                self.pending.insert(id, Pending { ticket, name: name.clone(), ordered: false, flushed: None });
+                self.pending.insert(
+                    id,
+                    Pending { ticket, name: name.clone(), ordered: false, flushed: None },
+                );
                 self.cast(&Command::Acquire { name, id, wait }, out);
             }
             LockRequest::Release { name, id } => {

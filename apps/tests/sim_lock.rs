@@ -2,7 +2,7 @@
 //! pauses, leaves, loss), checked by its oracle:
 //! 1. safety: within any one view, no two members hold the same lock at the same simulated
 //!    time (a member holds a lock from the event that grants it until its user releases it,
-//!    it stops, or it moves to another view);
+//!    or it stops; a holding that goes on in the next view counts in each view);
 //! 2. agreement: the lock tables of the members that end in one view are equal, and give
 //!    each grant (fencing token) of a lock to the same acquire;
 //! 3. fairness: the grants of a lock follow the order of its acquires in the total order;
