@@ -34,7 +34,7 @@ Examples:
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = DEMO_HELP)]
 pub struct DemoArgs {
-    /// An application to show instead: `map` (a replicated key-value map).
+    /// An application to show instead: `map` (a replicated key-value map), `lock` (a lock service).
     #[arg(value_name = "APP")]
     app: Option<String>,
     /// How many member processes (at least 2).
@@ -81,6 +81,7 @@ fn app_demo(app: &str, args: &DemoArgs) -> Result<(), String> {
     );
     let line = match app {
         "map" => crate::appdemos::map::run(&mut demo, n)?,
+        "lock" => crate::appdemos::lock::run(&mut demo, n)?,
         other => {
             return Err(format!(
                 "no demo `{other}`; there are: counter (the default), {}",

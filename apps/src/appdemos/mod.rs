@@ -4,6 +4,7 @@
 //! are checked too. The steps common to every demo are here; each application's script is a
 //! module of its own.
 
+pub mod lock;
 pub mod map;
 
 use std::path::PathBuf;
