@@ -7,7 +7,8 @@
 //! - [`map`]: a replicated key-value map, on the state machine;
 //! - [`chat`]: a group chat, one transcript in one order, given to joiners;
 //! - [`primary_backup`]: primary-backup replication, the primary's updates cast `safe`;
-//! - [`cohort`]: coordinator-cohort, requests shared out by rank and taken over on failure.
+//! - [`cohort`]: coordinator-cohort, requests shared out by rank and taken over on failure;
+//! - [`lock`]: named locks with fair queues, released when their holder fails.
 //!
 //! The `horus` command's plumbing:
 //! - [`appmember`] and [`appdemo`]: the member processes of the application demos, and the
@@ -23,6 +24,7 @@ pub mod chat;
 pub mod cluster;
 pub mod cohort;
 pub mod control;
+pub mod lock;
 pub mod map;
 pub mod primary_backup;
 pub mod rsm;

@@ -79,6 +79,10 @@ impl<S: StateMachine> RsmReplica<S> {
 
     /// Runs `machine`, ordering commands at `level`: `Total`, or `Safe` to answer a command
     /// only once every member has it (an answered command then survives any crash).
+    ///
+    /// At `Total`, a command is answered as soon as this member applies it; if this member
+    /// then crashes, or is cut off from the group and excluded, before the others received the
+    /// command, they never apply it: the answer was given by a replica that did not go on.
     pub fn with_level(machine: S, level: Level) -> Self {
         RsmReplica {
             machine,

@@ -55,6 +55,14 @@ fn cohort_demo_takes_over_the_requests_of_a_killed_coordinator() {
 }
 
 #[test]
+fn lock_demo_hands_a_killed_holders_lock_to_the_next_waiter_and_never_has_two_holders() {
+    let out = demo("lock");
+    assert!(out.contains("granted it by the view change; p"), "{out}");
+    assert!(out.contains("rejoined with the table and took its turn"), "{out}");
+    assert!(out.contains("holdings never overlapped; tables equal at"), "{out}");
+}
+
+#[test]
 fn an_unknown_demo_says_which_there_are() {
     let o = Command::new(HORUS).args(["demo", "nosuch"]).output().expect("runs horus");
     assert!(!o.status.success());

@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod cohort;
+pub mod lock;
 pub mod map;
 pub mod primary_backup;
 
