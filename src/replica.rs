@@ -58,6 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::Error;
 use crate::group::{Event, Group, GroupHandle, ViewChange};
 
+// ANCHOR: replica
 /// An application as a deterministic state machine over a group's events.
 ///
 /// Every method gets an [`Outbox`] for what it wants done. Methods are called one at a time,
@@ -96,6 +97,7 @@ pub trait Replica: Send + 'static {
     /// partitions, the state of the side it merged into).
     fn restore(&mut self, state: Bytes, out: &mut Outbox<Self::Response>);
 }
+// ANCHOR_END: replica
 
 /// Names a request, so that its response finds the user who asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -28,6 +28,7 @@ use horus::{Bytes, Endpoint, Error, Group, Level, ViewChange};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+// ANCHOR: machine
 /// A deterministic state machine: the same commands in the same order give the same states
 /// and replies wherever they are applied.
 pub trait StateMachine: Send + 'static {
@@ -50,6 +51,7 @@ pub trait StateMachine: Send + 'static {
     /// keeps its state and counts the failure.
     fn restore(&mut self, state: &[u8]) -> Result<(), String>;
 }
+// ANCHOR_END: machine
 
 /// The [`Replica`] that runs a [`StateMachine`] (run it with [`Rsm`], or in the simulator).
 #[derive(Debug)]
