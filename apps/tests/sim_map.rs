@@ -132,9 +132,19 @@ fn workload() -> Workload<Replica> {
 }
 // ANCHOR_END: workload
 
-/// Runs `seeds` with the map ordered at `level`; `every_answer_kept`: whether an answered
-/// write must survive its writer's crash (the `safe` level) or only when the writer lives.
-fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, every_answer_kept: bool) {
+/// Which answered writes must be in the survivors' map at the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Every one (the `safe` level).
+    All,
+    /// Those of writers that live to the end (the `total` level).
+    Survivors,
+    /// None need be: with `evs`, the writes a side made apart are dropped when it is merged.
+    None,
+}
+
+/// Runs `seeds` of `stack` with the map ordered at `level`, checking `kept`.
+fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, kept_rule: Kept) {
     let plan = simtest::plan(stack);
     let (mut requests, mut ended) = (0, 0);
     for seed in seeds {
@@ -186,7 +196,11 @@ fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, every_answer_kept
         }
         let kept: BTreeSet<&Vec<u8>> = first.log.iter().collect();
         for (writer, value) in &o.answered {
-            let must = every_answer_kept || !o.stopped.contains(writer);
+            let must = match kept_rule {
+                Kept::All => true,
+                Kept::Survivors => !o.stopped.contains(writer),
+                Kept::None => false,
+            };
             assert!(
                 !must || kept.contains(value),
                 "seed {seed}: {writer}'s answered write {} was lost",
@@ -200,10 +214,17 @@ fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, every_answer_kept
 
 #[test]
 fn total_order_map_replicas_agree_under_every_fault() {
-    run("vsync", Level::Total, 0..150, false);
+    run("vsync", Level::Total, 0..150, Kept::Survivors);
 }
 
 #[test]
 fn safe_order_map_keeps_every_answered_write() {
-    run("vsync", Level::Safe, 1000..1150, true);
+    run("vsync", Level::Safe, 1000..1150, Kept::All);
+}
+
+/// With the partitionable stack both sides of a partition write; after the merge every
+/// member holds the map of the side that asked to merge, so the copies are equal again.
+#[test]
+fn partitionable_map_replicas_agree_after_merges() {
+    run("evs", Level::Total, 2000..2150, Kept::None);
 }
