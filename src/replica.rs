@@ -87,7 +87,9 @@ pub trait Replica: Send + 'static {
     /// A new view (also in `out.view()`); the messages that follow belong to it.
     fn view(&mut self, change: &ViewChange, out: &mut Outbox<Self::Response>);
 
-    /// A view change is under way; what is cast from now on goes out in the next view.
+    /// A view change is under way: what is cast from now on goes out in the next view (and
+    /// what was cast just before may too: a cast goes out in the view it is handed down in,
+    /// the current one or a later one).
     fn block(&mut self, _out: &mut Outbox<Self::Response>) {}
 
     /// State transfer: the state to give members joining the view just installed.
@@ -114,6 +116,7 @@ impl fmt::Display for Ticket {
 pub struct Outbox<R> {
     me: Endpoint,
     view: Arc<View>,
+    offered: Arc<[Level]>,
     actions: Vec<Action>,
     done: Vec<(Ticket, R)>,
 }
@@ -125,8 +128,14 @@ enum Action {
 }
 
 impl<R> Outbox<R> {
-    fn new(me: Endpoint, view: Arc<View>) -> Self {
-        Outbox { me, view, actions: Vec::new(), done: Vec::new() }
+    fn new(me: Endpoint, view: Arc<View>, offered: Arc<[Level]>) -> Self {
+        Outbox { me, view, offered, actions: Vec::new(), done: Vec::new() }
+    }
+
+    /// Whether the stack offers `level`: a cast at a level it does not offer is refused (and
+    /// logged), so a replica that would wait for one to come back answers at once instead.
+    pub fn offers(&self, level: Level) -> bool {
+        self.offered.contains(&level)
     }
 
     /// This member.
@@ -134,7 +143,8 @@ impl<R> Outbox<R> {
         self.me
     }
 
-    /// The view this member is in.
+    /// The view this member is in, as far as the replica has been told (before its first
+    /// view event, the group's view at the time).
     pub fn view(&self) -> &Arc<View> {
         &self.view
     }
@@ -165,8 +175,9 @@ enum Command<R: Replica> {
 /// events and the users' requests, and carries out what it asks. Cheap to clone; every clone
 /// talks to the same replica.
 ///
-/// Dropping every clone stops the member at once, without leaving: to the others it has
-/// crashed. Leave first (`group().leave()`) to go cleanly.
+/// Dropping every clone (and every clone of [`group`](Self::group)) stops the member at once,
+/// without leaving: to the others it has crashed. Leave first (`group().leave()`) to go
+/// cleanly.
 pub struct Replicated<R: Replica> {
     commands: mpsc::UnboundedSender<Command<R>>,
     group: GroupHandle,
@@ -247,17 +258,18 @@ async fn run<R: Replica>(
                 Err(Error::Exited) => break,
                 // The destination left the view: as a send held through a view change.
                 Err(e @ Error::NotMember { .. }) => tracing::debug!("replica send dropped: {e}"),
-                Err(e) => tracing::warn!("replica cast failed: {e}"),
+                Err(e) => tracing::error!("a replica's cast or send was refused: {e}"),
             }
         }
     });
     let me = group.endpoint();
+    let offered: Arc<[Level]> = group.levels().into();
     let mut previous: Option<Arc<View>> = None;
     let mut pending: HashMap<Ticket, oneshot::Sender<R::Response>> = HashMap::new();
     let mut next_ticket = 0u64;
     loop {
         let view = previous.clone().unwrap_or_else(|| group.view());
-        let mut out = Outbox::new(me, view);
+        let mut out = Outbox::new(me, view, offered.clone());
         tokio::select! {
             event = group.next_event() => match event {
                 None | Some(Event::Exit) => break,
@@ -358,7 +370,7 @@ impl<R: Replica> SimReplica<R> {
 
     /// Calls the replica with an outbox, then carries out what it asked.
     fn step(&mut self, cx: &mut AppCx<'_>, f: impl FnOnce(&mut R, &mut Outbox<R::Response>)) {
-        let mut out = Outbox::new(self.me, cx.view.clone());
+        let mut out = Outbox::new(self.me, cx.view.clone(), cx.offered.into());
         f(&mut self.replica, &mut out);
         for action in out.actions {
             match action {

@@ -218,11 +218,16 @@ impl AppMember {
     /// # Errors
     /// If it does not leave in time.
     pub fn leave(&mut self, deadline: Instant) -> Result<(), String> {
-        self.request("leave", Value::Null, deadline)?;
+        if self.request("leave", Value::Null, deadline)? != json!(true) {
+            return Err(format!("{} could not leave the group cleanly", self.endpoint));
+        }
         self.stdin = None;
         loop {
             match self.child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(format!("{} ended with {status} after leaving", self.endpoint))
+                }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5))
                 }

@@ -5,8 +5,8 @@
 //! stdin: `{"id":7,"op":"put","args":{"key":"a","value":"1"}}`; the member answers each, when
 //! the application has, with `{"id":7,"ok":...}` or `{"id":7,"err":"..."}` (requests are
 //! served concurrently: a lock request that waits does not hold up the others). It also
-//! tells, unasked, `{"ev":"ready",...}` once it has joined and `{"ev":"view",...}` at every
-//! view. A member whose stdin closes stops at once, as a crash would, so no member outlives
+//! tells, unasked, `{"ev":"ready",...}` once it has joined and `{"ev":"view",...}` when its
+//! view changes (it looks every 2 ms: a view that lasts less may go untold). A member whose stdin closes stops at once, as a crash would, so no member outlives
 //! its parent; the request `{"op":"leave"}` leaves the group cleanly.
 //!
 //! Each application serves its requests with a [`Handler`] (see [`handler`]).

@@ -129,6 +129,15 @@ impl<S: StateMachine> Replica for RsmReplica<S> {
         out: &mut Outbox<Self::Response>,
     ) {
         let RsmRequest::Execute(command) = request;
+        if self.bad_states > 0 {
+            // Its state did not restore: what it would answer is not the group's.
+            out.done(ticket, Err("this replica's state did not restore: it cannot answer".into()));
+            return;
+        }
+        if !out.offers(self.level) {
+            out.done(ticket, Err(format!("the stack does not offer the {} level", self.level)));
+            return;
+        }
         let mut wire = Vec::with_capacity(16);
         put_varint(&mut wire, ticket.0);
         match postcard::to_extend(&command, wire) {
@@ -328,6 +337,9 @@ pub(crate) fn get_varint(r: &mut &[u8]) -> Option<u64> {
     for shift in (0..64).step_by(7) {
         let (&b, rest) = r.split_first()?;
         *r = rest;
+        if shift == 63 && b > 1 {
+            return None; // past 64 bits
+        }
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Some(v);

@@ -71,6 +71,8 @@ pub struct AppCx<'a> {
     pub me: Endpoint,
     /// The view the application is in (the new one, in [`Application::view`]).
     pub view: &'a Arc<View>,
+    /// The levels the stack offers: a cast at another is refused.
+    pub offered: &'a [Level],
     pub rng: &'a mut Rng,
     pub(crate) out: &'a mut Vec<AppAction>,
 }

@@ -188,6 +188,9 @@ pub struct SimStats {
     /// Arrived while the receiver was paused and its queue was full.
     pub dropped_overflow: u64,
     pub duplicated: u64,
+    /// Casts an application asked for at a level the stack does not offer (refused, as a
+    /// real group refuses them).
+    pub app_refused: u64,
     /// Simulator events handled.
     pub events: u64,
     /// Virtual time at the end.
@@ -266,8 +269,10 @@ struct Proc {
     endpoint: Endpoint,
     /// `None` once the process has crashed or exited.
     stack: Option<Box<dyn Node>>,
-    /// Between `Up::Block` and the next view: the application holds its casts.
-    blocked: bool,
+    /// Blocks answered and not yet followed by a view: while any is, or before the first view,
+    /// the application holds its casts (a joiner that pulls the state passes the blocks of
+    /// later views up before the views themselves, so they are counted, as the Group does).
+    blocks: u32,
     /// The view the application last saw: deliveries name their sender by its rank there
     /// (the node may already run a later view's stack while its old view's last events wait).
     view: Arc<View>,
@@ -294,6 +299,8 @@ struct Sim<'a> {
     config: &'a SimConfig,
     group: GroupName,
     levels: Vec<Level>,
+    /// The levels the stack offers (an application's casts at others are refused).
+    offered: Vec<Level>,
     net: Net,
     rng: Rng,
     queue: BinaryHeap<Queued>,
@@ -337,7 +344,7 @@ impl<'a> Sim<'a> {
             return Err(SimError::RestartsNeedMembership(plan.name()));
         }
         let offered = plan.levels();
-        let levels = if !t.levels.is_empty() {
+        let levels: Vec<Level> = if !t.levels.is_empty() {
             for &level in &t.levels {
                 let best_effort_fifo = offered.is_empty() && level == Level::Fifo;
                 if !(offered.contains(&level) || best_effort_fifo) {
@@ -357,7 +364,7 @@ impl<'a> Sim<'a> {
         } else if offered.is_empty() {
             vec![Level::Fifo]
         } else {
-            offered
+            offered.clone()
         };
         let mut net = Net::new(config.nodes, config.link);
         for &(from, to, model) in &config.links {
@@ -373,6 +380,7 @@ impl<'a> Sim<'a> {
             config,
             group: GroupName::new("sim"),
             levels,
+            offered,
             net,
             rng: Rng::new(config.seed),
             queue: BinaryHeap::new(),
@@ -480,7 +488,7 @@ impl<'a> Sim<'a> {
             endpoint,
             stack: Some(stack),
             // A joiner's application waits for its first view.
-            blocked: joining,
+            blocks: 0,
             view,
             paused_until: None,
             inbox: VecDeque::new(),
@@ -522,7 +530,8 @@ impl<'a> Sim<'a> {
                 let at = Time(self.rng.range(lo, hi));
                 self.push(at, QEv::Cast { node, incarnation: endpoint.incarnation });
             }
-            if self.config.nodes > 1 {
+            // An application makes its own sends: the workload's are for the recording one.
+            if self.config.nodes > 1 && self.apps.is_none() {
                 for _ in 0..self.config.traffic.sends {
                     let at = Time(self.rng.range(lo, hi));
                     self.push(at, QEv::Send { node, incarnation: endpoint.incarnation });
@@ -553,11 +562,21 @@ impl<'a> Sim<'a> {
             self.push(until, again);
             return false;
         }
-        if self.procs[node].blocked {
+        // An application is asked to act while a view change is under way too (a real one
+        // takes requests at any time; what it casts is held); the workload waits.
+        let p = &self.procs[node];
+        let may = if p.user.is_some() { p.in_view } else { !self.blocked(node) };
+        if !may {
             self.push(self.now + BLOCKED_RETRY, again);
-            return false;
         }
-        true
+        may
+    }
+
+    /// Whether `node`'s casts are held: before its first view, or while a block it answered
+    /// waits for its view.
+    fn blocked(&self, node: usize) -> bool {
+        let p = &self.procs[node];
+        !p.in_view || p.blocks > 0
     }
 
     fn on_cast(&mut self, node: usize, incarnation: u32) {
@@ -878,17 +897,18 @@ impl<'a> Sim<'a> {
             }
             Up::View(view) => {
                 trace!(self, me, "view {view}");
-                self.procs[node].blocked = false;
+                let p = &mut self.procs[node];
+                p.blocks = p.blocks.saturating_sub(1);
+                // A joiner's first view has no previous one.
+                let first = !std::mem::replace(&mut p.in_view, true);
                 let digest = self.state_transfer.then_some(self.procs[node].app.digest);
                 let previous = std::mem::replace(&mut self.procs[node].view, view.clone());
                 self.history.record(self.now, me, Event::View { view: (*view).clone(), digest });
                 if self.procs[node].user.is_some() {
-                    // What the application held while blocked goes out in this view, before
-                    // what it does on hearing of the view.
+                    // What the application held goes out in this view (or is held on, while
+                    // blocks of later views wait), before what it does on hearing of the view.
                     let held = std::mem::take(&mut self.procs[node].held);
                     self.app_actions(node, held);
-                    // A joiner's first view has no previous one.
-                    let first = !std::mem::replace(&mut self.procs[node].in_view, true);
                     self.with_app(node, |app, cx| {
                         app.view(if first { None } else { Some(&previous) }, cx)
                     });
@@ -940,7 +960,7 @@ impl<'a> Sim<'a> {
             }
             Up::Block => {
                 trace!(self, me, "block");
-                self.procs[node].blocked = true;
+                self.procs[node].blocks += 1;
                 self.with_app(node, |app, cx| app.block(cx));
                 let now = self.now;
                 if let Some(s) = self.procs[node].stack.as_mut() {
@@ -974,6 +994,7 @@ impl<'a> Sim<'a> {
             now: self.now,
             me: p.endpoint,
             view: &p.view,
+            offered: &self.offered,
             rng: &mut p.user_rng,
             out: &mut out,
         };
@@ -988,13 +1009,19 @@ impl<'a> Sim<'a> {
             if self.procs[node].stack.is_none() {
                 return;
             }
-            if self.procs[node].blocked {
+            if self.blocked(node) {
                 self.procs[node].held.push(action);
                 continue;
             }
             let p = &mut self.procs[node];
             let (me, now) = (p.endpoint, self.now);
             let ev = match action {
+                AppAction::Cast { level, .. } if !self.offered.contains(&level) => {
+                    // As a real Group refuses it: the stack does not offer the level.
+                    self.stats.app_refused += 1;
+                    trace!(self, me, "cast at {level} refused: not offered by the stack");
+                    continue;
+                }
                 AppAction::Cast { level, data } => {
                     let id = MsgId { sender: me, seq: p.next_seq };
                     p.next_seq += 1;

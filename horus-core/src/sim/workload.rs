@@ -194,6 +194,9 @@ fn get_varint(r: &mut &[u8]) -> Option<u64> {
     for shift in (0..64).step_by(7) {
         let (&b, rest) = r.split_first()?;
         *r = rest;
+        if shift == 63 && b > 1 {
+            return None; // past 64 bits
+        }
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Some(v);
