@@ -35,12 +35,13 @@ pub trait Handler: Send + Sync + 'static {
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The applications a member can run, by the name `--app` gives.
-pub const APPS: &[&str] = &["map", "lock", "chat", "primary-backup", "cohort"];
+pub const APPS: &[&str] = &["map", "rsm", "lock", "chat", "primary-backup", "cohort"];
 
 /// Starts application `app` on `group`; `None` for a name not in [`APPS`].
 pub fn handler(app: &str, group: Group) -> Option<Arc<dyn Handler>> {
     match app {
         "map" => Some(Arc::new(crate::map::ReplicatedMap::start(group))),
+        "rsm" => Some(Arc::new(crate::bank::start(group))),
         "lock" => Some(Arc::new(crate::lock::LockService::start(group))),
         "chat" => Some(crate::chat::demo_member(group)),
         "primary-backup" => Some(Arc::new(crate::primary_backup::PrimaryBackup::journal(group))),

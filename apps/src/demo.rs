@@ -34,7 +34,8 @@ Examples:
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = DEMO_HELP)]
 pub struct DemoArgs {
-    /// An application to show instead: `map` (a replicated key-value map), `lock` (a lock
+    /// An application to show instead: `rsm` (a replicated state machine: a bank), `map` (a
+    /// replicated key-value map), `lock` (a lock
     /// service), `chat` (a group chat), `primary-backup` (a journal kept by a primary and its
     /// backups), `cohort` (requests shared out, taken over).
     #[arg(value_name = "APP")]
@@ -83,6 +84,7 @@ fn app_demo(app: &str, args: &DemoArgs) -> Result<(), String> {
     );
     let line = match app {
         "map" => crate::appdemos::map::run(&mut demo, n)?,
+        "rsm" => crate::appdemos::rsm::run(&mut demo, n)?,
         "lock" => crate::appdemos::lock::run(&mut demo, n)?,
         "chat" => crate::appdemos::chat::run(&mut demo, n)?,
         "primary-backup" => crate::appdemos::primary_backup::run(&mut demo, n)?,

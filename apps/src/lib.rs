@@ -5,6 +5,7 @@
 //! handle, and tested in the simulator by an oracle of its own:
 //! - [`rsm`]: a replicated state machine on the total order;
 //! - [`map`]: a replicated key-value map, on the state machine;
+//! - [`bank`]: accounts and transfers, the state machine of `horus demo rsm`;
 //! - [`chat`]: a group chat, one transcript in one order, given to joiners;
 //! - [`primary_backup`]: primary-backup replication, the primary's updates cast `safe`;
 //! - [`cohort`]: coordinator-cohort, requests shared out by rank and taken over on failure;
@@ -20,6 +21,7 @@
 
 pub mod appdemo;
 pub mod appmember;
+pub mod bank;
 pub mod chat;
 pub mod cluster;
 pub mod cohort;

@@ -63,6 +63,13 @@ fn lock_demo_hands_a_killed_holders_lock_to_the_next_waiter_and_never_has_two_ho
 }
 
 #[test]
+fn rsm_demo_refuses_the_same_transfers_everywhere_and_keeps_the_money() {
+    let out = demo("rsm");
+    assert!(out.contains("p3.1 holds what it was given"), "{out}");
+    assert!(out.contains("3000 in the bank"), "{out}");
+}
+
+#[test]
 fn an_unknown_demo_says_which_there_are() {
     let o = Command::new(HORUS).args(["demo", "nosuch"]).output().expect("runs horus");
     assert!(!o.status.success());

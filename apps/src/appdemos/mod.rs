@@ -9,6 +9,7 @@ pub mod cohort;
 pub mod lock;
 pub mod map;
 pub mod primary_backup;
+pub mod rsm;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
