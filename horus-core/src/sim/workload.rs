@@ -57,8 +57,8 @@ fn make(id: MsgId, kind: u8, size: usize) -> Bytes {
 }
 
 /// Makes the payload of cast or send `id` carrying an application's `data` after the header
-/// (a simulated [`Application`](super::Application)'s message), so that it is recorded and
-/// checked like any other.
+/// and a 64-bit hash of the data (a simulated [`Application`](super::Application)'s message),
+/// so that it is recorded and checked like any other, its bytes included.
 pub fn app_payload(id: MsgId, kind: Kind, data: &[u8]) -> Bytes {
     let kind = match kind {
         Kind::Cast(level) => level as u8,
@@ -69,6 +69,7 @@ pub fn app_payload(id: MsgId, kind: Kind, data: &[u8]) -> Bytes {
     put_varint(&mut b, u64::from(id.sender.incarnation));
     put_varint(&mut b, id.seq);
     b.put_u8(kind | APP);
+    b.put_u64_le(data_hash(data));
     b.put_slice(data);
     b.freeze()
 }
@@ -97,7 +98,11 @@ pub fn parse_any(p: &[u8]) -> Option<(MsgId, Kind, Option<usize>)> {
     };
     let id = MsgId { sender: Endpoint::new(node, inc), seq };
     if app {
-        return Some((id, kind, Some(p.len() - rest.len())));
+        let (hash, data) = rest.split_at_checked(8)?;
+        if u64::from_le_bytes(hash.try_into().ok()?) != data_hash(data) {
+            return None;
+        }
+        return Some((id, kind, Some(p.len() - data.len())));
     }
     if rest.iter().any(|b| *b != seq as u8) {
         return None;
@@ -169,6 +174,16 @@ impl Snapshot for AppState {
     }
 }
 
+/// A 64-bit hash of an application's bytes (FNV-1a, then splitmix64's finaliser).
+fn data_hash(data: &[u8]) -> u64 {
+    let mut z = data
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// A 64-bit hash of a message id (splitmix64's finaliser over its fields).
 fn hash(id: MsgId) -> u64 {
     let mut z = id
@@ -232,6 +247,9 @@ mod tests {
             assert_eq!((got, k), (id, kind));
             assert_eq!(&p[at.expect("application data")..], b"acquire x");
             assert_eq!(parse(&p), None, "not a workload payload");
+            let mut bad = p.to_vec();
+            *bad.last_mut().unwrap() ^= 1;
+            assert_eq!(parse_any(&bad), None, "a changed byte of the data shows");
         }
     }
 
