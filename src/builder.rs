@@ -289,6 +289,7 @@ impl GroupBuilder {
             group: self.name.clone(),
             spec,
             levels,
+            state_transfer: self.state_transfer,
             leave_timeout: self.leave_timeout,
             control: member.control(),
             commands: commands_tx.clone(),

@@ -205,6 +205,7 @@ pub(crate) struct Inner {
     pub group: String,
     pub spec: String,
     pub levels: Vec<Level>,
+    pub state_transfer: bool,
     pub leave_timeout: Duration,
     pub control: MemberControl,
     pub commands: mpsc::Sender<Command>,
@@ -271,6 +272,13 @@ impl GroupHandle {
     pub fn view(&self) -> Arc<View> {
         let status = self.status.borrow();
         status.view.clone().unwrap_or_else(|| Arc::new(View::initial(vec![self.inner.endpoint])))
+    }
+
+    /// Whether the group was built with state transfer
+    /// ([`GroupBuilder::state_transfer`](crate::GroupBuilder::state_transfer)): a member that
+    /// joins a running group is then given the state ([`Event::State`]) after its first view.
+    pub fn state_transfer(&self) -> bool {
+        self.inner.state_transfer
     }
 
     /// Whether this member has exited the group (or was stopped).

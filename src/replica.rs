@@ -165,10 +165,13 @@ impl<R> Outbox<R> {
     }
 }
 
+/// A read of a replica, run by its task between two events.
+type Read<R> = Box<dyn FnOnce(&R) + Send>;
+
 /// A command to the task that runs a replica.
 enum Command<R: Replica> {
     Request(R::Request, oneshot::Sender<R::Response>),
-    Inspect(Box<dyn FnOnce(&R) + Send>),
+    Inspect(Read<R>),
 }
 
 /// A [`Replica`] running on a [`Group`]: one task owns both, feeds the replica the group's
@@ -215,7 +218,10 @@ impl<R: Replica> Replicated<R> {
         rx.await.map_err(|_| Error::Exited)
     }
 
-    /// Reads the replica's state, between two events: what `read` returns of it.
+    /// Reads the replica's state, between two events: what `read` returns of it. A read waits
+    /// until the replica has its first view and, for a member that joined a running group
+    /// with state transfer, the state it was given: it never sees the empty replica a joiner
+    /// starts with.
     ///
     /// # Errors
     /// [`Error::Exited`] if the member has exited.
@@ -267,6 +273,10 @@ async fn run<R: Replica>(
     let mut previous: Option<Arc<View>> = None;
     let mut pending: HashMap<Ticket, oneshot::Sender<R::Response>> = HashMap::new();
     let mut next_ticket = 0u64;
+    // Reads wait until the replica has its first view and, joining a running group with
+    // state transfer, its state.
+    let mut ready = false;
+    let mut reads: Vec<Read<R>> = Vec::new();
     loop {
         let view = previous.clone().unwrap_or_else(|| group.view());
         let mut out = Outbox::new(me, view, offered.clone());
@@ -277,13 +287,21 @@ async fn run<R: Replica>(
                     replica.message(from, level, data, &mut out)
                 }
                 Some(Event::View(change)) => {
+                    if previous.is_none() {
+                        // A founder's first view is itself alone; a joiner's first view has
+                        // others, whose state follows if the group transfers it.
+                        ready = !group.state_transfer() || change.view.len() == 1;
+                    }
                     out.view = change.view.clone();
                     previous = Some(change.view.clone());
                     replica.view(&change, &mut out);
                 }
                 Some(Event::Block) => replica.block(&mut out),
                 Some(Event::Snapshot(request)) => request.reply(replica.snapshot()),
-                Some(Event::State(state)) => replica.restore(state, &mut out),
+                Some(Event::State(state)) => {
+                    replica.restore(state, &mut out);
+                    ready = true;
+                }
                 // A replica answers no group call: the caller's timeout says so.
                 Some(Event::Call(_)) => {}
             },
@@ -297,8 +315,14 @@ async fn run<R: Replica>(
                     pending.insert(ticket, answer);
                     replica.request(request, ticket, &mut out);
                 }
-                Some(Command::Inspect(read)) => read(&replica),
+                Some(Command::Inspect(read)) if ready => read(&replica),
+                Some(Command::Inspect(read)) => reads.push(read),
             },
+        }
+        if ready {
+            for read in reads.drain(..) {
+                read(&replica);
+            }
         }
         for action in out.actions {
             if out_tx.send(action).is_err() {
