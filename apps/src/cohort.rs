@@ -578,12 +578,10 @@ impl Handler for Cohort<Fingerprint> {
 
 /// Spreads requests over ranks: splitmix64 of the requester and id.
 fn spread(requester: Endpoint, id: u64) -> u64 {
-    let mut z = requester.node.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    let z = requester.node.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ u64::from(requester.incarnation).rotate_left(32)
         ^ id.wrapping_mul(0xd6e8_feb8_6659_fd93);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    horus::core::codec::mix64(z)
 }
 
 /// Folds one result into a digest.

@@ -542,9 +542,7 @@ fn mix(digest: u64, requester: Endpoint, id: u64, command: &[u8]) -> u64 {
         z = (z ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z ^= z >> 31;
     }
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    horus::core::codec::mix64(z)
 }
 
 #[cfg(test)]

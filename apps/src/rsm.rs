@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 
+use horus::core::codec::{get_varint, mix64, put_varint};
 use horus::replica::{Outbox, Replica, Replicated, Ticket};
 use horus::{Bytes, Endpoint, Error, Group, Level, ViewChange};
 use serde::de::DeserializeOwned;
@@ -319,31 +320,5 @@ fn mix(digest: u64, from: Endpoint, ticket: u64, data: &[u8]) -> u64 {
         z = (z ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z ^= z >> 31;
     }
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-pub(crate) fn put_varint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
-pub(crate) fn get_varint(r: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = r.split_first()?;
-        *r = rest;
-        if shift == 63 && b > 1 {
-            return None; // past 64 bits
-        }
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    mix64(z)
 }

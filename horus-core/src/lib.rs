@@ -1,6 +1,7 @@
 //! The sans-IO kernel of Horus for Rust.
 
 pub mod check;
+pub mod codec;
 pub mod event;
 pub mod history;
 pub mod ids;

@@ -44,7 +44,8 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use horus_core::codec::{put_varint, varint_len};
 use horus_core::spec::Args;
 use horus_core::{
     Cx, Down, Layer, LayerInfo, Message, ParamError, Props, Rank, Token, Up, ViewState,
@@ -296,35 +297,12 @@ fn unpack(datagram: &Bytes, mut each: impl FnMut(Bytes)) -> Option<u64> {
     (pos == datagram.len()).then_some(count)
 }
 
-/// Bytes of `v` as a LEB128 varint (postcard's integer encoding).
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_varint(out: &mut impl BufMut, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
 /// Reads a varint at `*pos`, advancing it; `None` if truncated or longer than a `u64`.
 fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        let bits = u64::from(b & 0x7f);
-        if shift == 63 && bits > 1 {
-            return None;
-        }
-        v |= bits << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    let mut r = buf.get(*pos..)?;
+    let v = horus_core::codec::get_varint(&mut r)?;
+    *pos = buf.len() - r.len();
+    Some(v)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::codec::{get_varint, mix64, put_varint};
 use crate::event::Snapshot;
 use crate::history::MsgId;
 use crate::ids::Endpoint;
@@ -176,48 +177,21 @@ impl Snapshot for AppState {
 
 /// A 64-bit hash of an application's bytes (FNV-1a, then splitmix64's finaliser).
 fn data_hash(data: &[u8]) -> u64 {
-    let mut z = data
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    mix64(
+        data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        }),
+    )
 }
 
 /// A 64-bit hash of a message id (splitmix64's finaliser over its fields).
 fn hash(id: MsgId) -> u64 {
-    let mut z = id
-        .seq
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .wrapping_add(id.sender.node.rotate_left(32))
-        .wrapping_add(u64::from(id.sender.incarnation).rotate_left(48));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn put_varint(b: &mut BytesMut, mut v: u64) {
-    while v >= 0x80 {
-        b.put_u8(v as u8 | 0x80);
-        v >>= 7;
-    }
-    b.put_u8(v as u8);
-}
-
-fn get_varint(r: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = r.split_first()?;
-        *r = rest;
-        if shift == 63 && b > 1 {
-            return None; // past 64 bits
-        }
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
+    mix64(
+        id.seq
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(id.sender.node.rotate_left(32))
+            .wrapping_add(u64::from(id.sender.incarnation).rotate_left(48)),
+    )
 }
 
 #[cfg(test)]
