@@ -57,9 +57,9 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
         "\n6. Self-check: every member holds the same map, from the same writes in the same order."
     );
     let mut first: Option<(Value, Value)> = None;
-    for i in 0..demo.members.len() {
+    let digests = demo.agreed("digest", Value::clone)?;
+    for (i, digest) in digests.into_iter().enumerate() {
         let map = entries(demo, i)?;
-        let digest = demo.members[i].request("digest", Value::Null, step())?;
         say!(
             "   {}: {} keys, {} writes applied, digest {}",
             demo.members[i].endpoint,

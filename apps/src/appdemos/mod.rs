@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use horus::Endpoint;
 use horus_apps::appdemo::{AppMember, AppSpec};
 use horus_core::check::check;
+use serde_json::Value;
 
 /// How long any one step may take.
 pub const STEP: Duration = Duration::from_secs(15);
@@ -63,6 +64,28 @@ impl Demo {
             id = m.wait_view(step(), what, |v| v == want)?.0;
         }
         Ok(id)
+    }
+
+    /// Asks every member `op` until their answers agree on `key`, or the step's time is up;
+    /// returns the answers, in member order, for the caller to check. A member may still be
+    /// delivering the last of what another has delivered when both are asked: an answer is
+    /// given to its asker when it is delivered there, not everywhere.
+    pub fn agreed(
+        &mut self,
+        op: &str,
+        key: impl Fn(&Value) -> Value,
+    ) -> Result<Vec<Value>, String> {
+        let deadline = step();
+        loop {
+            let answers = (0..self.members.len())
+                .map(|i| self.members[i].request(op, Value::Null, step()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let agree = answers.windows(2).all(|w| key(&w[0]) == key(&w[1]));
+            if agree || Instant::now() > deadline {
+                return Ok(answers);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Starts `n` members, nodes 1..=n: the first founds the group, the others join it.

@@ -138,15 +138,18 @@ fn append_round(
 /// Checks that the journals are equal and hold every acknowledged entry once, at its index;
 /// returns the journals' length.
 fn check(demo: &mut Demo, acked: &BTreeMap<String, u64>) -> Result<usize, String> {
-    let first = journal(demo, 0)?;
-    for i in 1..demo.members.len() {
-        if journal(demo, i)? != first {
+    let journals = demo.agreed("journal", Value::clone)?;
+    let first = &journals[0];
+    for (i, j) in journals.iter().enumerate().skip(1) {
+        if j != first {
             return Err(format!(
                 "{}'s journal differs from {}'s",
                 demo.members[i].endpoint, demo.members[0].endpoint
             ));
         }
     }
+    let first: Vec<String> =
+        serde_json::from_value(first.clone()).map_err(|e| format!("not a journal: {e}"))?;
     for (entry, at) in acked {
         let times = first.iter().filter(|e| *e == entry).count();
         if times != 1 {

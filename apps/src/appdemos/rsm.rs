@@ -70,8 +70,8 @@ pub fn run(demo: &mut Demo, n: u64) -> Result<String, String> {
     say!("\n8. Self-check: every replica applied the same commands in the same order, and");
     say!("   transfers neither made nor lost money.");
     let mut first: Option<Value> = None;
-    for i in 0..demo.members.len() {
-        let l = local(demo, i)?;
+    let locals = demo.agreed("local", Value::clone)?;
+    for (i, l) in locals.into_iter().enumerate() {
         say!(
             "   {}: {} commands applied, digest {}, total {}, {} refused",
             demo.members[i].endpoint,
