@@ -76,6 +76,14 @@ fn app_demo(app: &str, args: &DemoArgs) -> Result<(), String> {
     if args.unicast {
         return Err("--unicast applies to the counter demo only".into());
     }
+    if args.members < 3 {
+        // Killing one of two leaves a minority, which the primary-partition policy stops.
+        return Err(format!(
+            "the {app} demo needs at least 3 members (--members {}): it kills one midway, and \
+             the survivors must be a majority to go on",
+            args.members
+        ));
+    }
     let group = args.group.clone().unwrap_or_else(|| format!("demo-{app}-{}", std::process::id()));
     let mut demo = crate::appdemos::Demo::new(app, group.clone(), args.record.clone())?;
     let n = args.members;

@@ -172,3 +172,10 @@ fn two_chat_processes_driven_through_stdin_exchange_lines() {
         assert!(status.success(), "{status}");
     }
 }
+
+#[test]
+fn an_app_demo_of_two_members_says_why_it_needs_three() {
+    let o = Command::new(HORUS).args(["demo", "map", "--members", "2"]).output().expect("runs");
+    assert!(!o.status.success());
+    assert!(text(&o).contains("needs at least 3 members"), "{}", text(&o));
+}
