@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use horus::core::codec::{fold, mix64};
 use horus::replica::{Outbox, Replica, Replicated, Ticket};
 use horus::{Bytes, Endpoint, Error, Group, GroupHandle, Level, View, ViewChange};
 use serde::de::DeserializeOwned;
@@ -313,7 +314,7 @@ impl<W: Worker> CohortReplica<W> {
         };
         self.results += 1;
         self.stats.results += 1;
-        self.digest = mix(self.digest, key, by, body);
+        self.digest = fold(self.digest, spread(key.0, key.1) ^ spread(by, 0).rotate_left(17), body);
         let done = Done { reply, by, takeover };
         if let Some(t) = ticket {
             out.done(t, Ok(Some(done.clone())));
@@ -581,17 +582,7 @@ fn spread(requester: Endpoint, id: u64) -> u64 {
     let z = requester.node.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ u64::from(requester.incarnation).rotate_left(32)
         ^ id.wrapping_mul(0xd6e8_feb8_6659_fd93);
-    horus::core::codec::mix64(z)
-}
-
-/// Folds one result into a digest.
-fn mix(digest: u64, key: Key, by: Endpoint, body: &[u8]) -> u64 {
-    let mut z = digest.rotate_left(7) ^ spread(key.0, key.1) ^ spread(by, 0).rotate_left(17);
-    for b in body {
-        z = (z ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-    }
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z ^ (z >> 31)
+    mix64(z)
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use horus::core::codec::{fold, item_key};
 use horus::replica::{Outbox, Replica, Replicated, Ticket};
 use horus::{Bytes, Endpoint, Error, Group, GroupHandle, Level, View, ViewChange, ViewId};
 use serde::de::DeserializeOwned;
@@ -281,7 +282,7 @@ impl<S: Service> PbReplica<S> {
         };
         let reply = self.service.execute(requester, request);
         self.applied += 1;
-        self.digest = mix(self.digest, requester, id, &command);
+        self.digest = fold(self.digest, item_key(requester, id), &command);
         self.last.insert(requester, (id, reply.clone()));
         if requester == out.me() && self.waiting.front().is_some_and(|w| w.id == id) {
             let w = self.waiting.pop_front().expect("just looked");
@@ -529,20 +530,6 @@ impl Handler for PrimaryBackup<Journal> {
             }
         })
     }
-}
-
-/// Folds one applied update into a digest (splitmix64's finaliser over the fields).
-fn mix(digest: u64, requester: Endpoint, id: u64, command: &[u8]) -> u64 {
-    let mut z =
-        digest.rotate_left(5) ^ requester.node ^ u64::from(requester.incarnation).rotate_left(40);
-    z = z.wrapping_add(id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    for chunk in command.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        z = (z ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z ^= z >> 31;
-    }
-    horus::core::codec::mix64(z)
 }
 
 #[cfg(test)]

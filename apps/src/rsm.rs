@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 
-use horus::core::codec::{get_varint, mix64, put_varint};
+use horus::core::codec::{fold, get_varint, item_key, put_varint};
 use horus::replica::{Outbox, Replica, Replicated, Ticket};
 use horus::{Bytes, Endpoint, Error, Group, Level, ViewChange};
 use serde::de::DeserializeOwned;
@@ -171,7 +171,7 @@ impl<S: StateMachine> Replica for RsmReplica<S> {
             return;
         };
         self.applied += 1;
-        self.digest = mix(self.digest, from, ticket, &data);
+        self.digest = fold(self.digest, item_key(from, ticket), &data);
         let reply = self.machine.apply(from, command);
         if from == out.me() {
             // Our commands come back in the order we cast them; one not ours to wait for
@@ -308,17 +308,4 @@ impl<S: StateMachine> Rsm<S> {
     pub fn group(&self) -> &horus::GroupHandle {
         self.replica.group()
     }
-}
-
-/// Folds one applied command into a digest (splitmix64's finaliser over the fields).
-fn mix(digest: u64, from: Endpoint, ticket: u64, data: &[u8]) -> u64 {
-    let mut z = digest.rotate_left(5) ^ from.node ^ u64::from(from.incarnation).rotate_left(40);
-    z = z.wrapping_add(ticket.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    for chunk in data.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        z = (z ^ u64::from_le_bytes(w)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z ^= z >> 31;
-    }
-    mix64(z)
 }

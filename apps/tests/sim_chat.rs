@@ -172,14 +172,8 @@ fn run(stack: &str, seeds: std::ops::Range<u64>, keep: usize) -> Figures {
             let replica = ChatReplica::new(format!("n{}", me.node), keep).expect("a good nick");
             Box::new(SimReplica::new(me, replica, workload(), watch.clone()))
         };
-        let mut config = simtest::faulty(seed, 5, 20);
-        config.trace = std::env::var("TRACE").is_ok();
-        let out = simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
-        if config.trace {
-            for l in &out.trace {
-                println!("{l}");
-            }
-        }
+        let config = simtest::faulty(seed, 5, 20);
+        simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
         let o = oracle.borrow();
         assert!(o.bad.is_empty(), "seed {seed}: {:?}", o.bad);
         assert!(o.problems.is_empty(), "seed {seed}: {:?}", o.problems);
@@ -238,14 +232,15 @@ fn run(stack: &str, seeds: std::ops::Range<u64>, keep: usize) -> Figures {
         }
 
         // The survivors, in one view at the end (or none, under the primary-partition policy).
-        let mut by_view: BTreeMap<ViewId, Vec<Endpoint>> = BTreeMap::new();
-        for (e, m) in &o.members {
-            if let (false, Some(v)) = (m.stopped, m.last_view) {
-                by_view.entry(v).or_default().push(*e);
-            }
-        }
-        assert!(by_view.len() <= 1, "seed {seed}: the survivors end in several views: {by_view:?}");
-        let Some(survivors) = by_view.into_values().next() else { continue };
+        let Some(survivors) = simtest::survivors(
+            seed,
+            o.members.iter().filter_map(|(e, m)| match (m.stopped, m.last_view) {
+                (false, Some(v)) => Some((*e, v)),
+                _ => None,
+            }),
+        ) else {
+            continue;
+        };
         f.ended_with_survivors += 1;
         let survivors: BTreeSet<Endpoint> = survivors.into_iter().collect();
         for sayer in &survivors {

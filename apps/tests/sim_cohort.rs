@@ -109,14 +109,8 @@ fn run(seeds: std::ops::Range<u64>, eager: bool) {
             };
             Box::new(SimReplica::new(me, replica, workload(), watch.clone()))
         };
-        let mut config = simtest::faulty(seed, 5, 30);
-        config.trace = std::env::var("TRACE").is_ok();
-        let out = simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
-        if config.trace {
-            for l in &out.trace {
-                println!("{l}");
-            }
-        }
+        let config = simtest::faulty(seed, 5, 30);
+        simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
         let o = oracle.borrow();
         assert_eq!(o.errors, 0, "seed {seed}: requests answered with an error");
         requests += o.asked.len();
@@ -145,14 +139,12 @@ fn run(seeds: std::ops::Range<u64>, eager: bool) {
             assert_eq!(answers[0].reply.0, x.wrapping_mul(x), "seed {seed}: {me}'s {t} wrong");
         }
         // The members alive at the end, in one view; each of them has every request answered.
-        let mut by_view: BTreeMap<ViewId, Vec<Endpoint>> = BTreeMap::new();
-        for (e, last) in &o.last {
-            if !o.stopped.contains(e) {
-                by_view.entry(last.view).or_default().push(*e);
-            }
-        }
-        assert!(by_view.len() <= 1, "seed {seed}: the survivors end in several views: {by_view:?}");
-        let Some(survivors) = by_view.into_values().next() else { continue };
+        let Some(survivors) = simtest::survivors(
+            seed,
+            o.last.iter().filter(|(e, _)| !o.stopped.contains(e)).map(|(e, l)| (*e, l.view)),
+        ) else {
+            continue;
+        };
         ended += 1;
         // Paced members handle only on their turns, and the turns end before the run: a
         // request may wait in a queue at the end.

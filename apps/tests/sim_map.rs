@@ -155,29 +155,21 @@ fn run(stack: &str, level: Level, seeds: std::ops::Range<u64>, kept_rule: Kept) 
             let replica = RsmReplica::with_level(Logged::default(), level);
             Box::new(SimReplica::new(me, replica, workload(), watch.clone()))
         };
-        let mut config = simtest::faulty(seed, 5, 20);
-        config.trace = std::env::var("TRACE").is_ok();
-        let out = simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
-        if config.trace {
-            for l in &out.trace {
-                println!("{l}");
-            }
-        }
+        let config = simtest::faulty(seed, 5, 20);
+        simtest::run(&plan, &config, &mut apps).unwrap_or_else(|e| panic!("{e}"));
         // ANCHOR_END: run
         let o = oracle.borrow();
         assert_eq!(o.bad, 0, "seed {seed}: malformed commands or states");
         requests += o.puts.len();
         // The members alive at the end, by the view they are in.
-        let mut by_view: BTreeMap<ViewId, Vec<Endpoint>> = BTreeMap::new();
-        for (e, last) in &o.last {
-            if !o.stopped.contains(e) {
-                by_view.entry(last.view).or_default().push(*e);
-            }
-        }
         // Under the primary-partition policy the group may end with nobody: when a majority
         // of a view is gone at once, the rest stop rather than go on as a minority.
-        assert!(by_view.len() <= 1, "seed {seed}: the survivors end in several views: {by_view:?}");
-        let Some(survivors) = by_view.into_values().next() else { continue };
+        let Some(survivors) = simtest::survivors(
+            seed,
+            o.last.iter().filter(|(e, _)| !o.stopped.contains(e)).map(|(e, l)| (*e, l.view)),
+        ) else {
+            continue;
+        };
         ended += 1;
         let first = &o.last[&survivors[0]];
         for e in &survivors[1..] {
