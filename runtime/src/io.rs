@@ -8,7 +8,8 @@
 //! already holds its datagrams back to back in one buffer, as `sendmmsg` and GSO want them.
 //!
 //! Received datagrams are carved out of one large buffer ([`RX_CHUNK`]), so reading allocates
-//! once per chunk, not once per datagram; a datagram the node keeps holds its chunk alive.
+//! at most once per chunk, not once per datagram; a datagram the node keeps holds its chunk
+//! alive, and a chunk whose datagrams are all gone is read into again.
 
 use std::io;
 use std::net::SocketAddr;
@@ -40,8 +41,12 @@ impl RxBatch {
     /// when it ran dry, so a socket with more to read is ready again at once.
     pub(crate) fn recv(&mut self, socket: &UdpSocket, limit: usize) -> Option<io::Error> {
         while self.datagrams.len() < limit {
-            if self.buf.capacity() - self.buf.len() < MAX_DATAGRAM {
-                // The old chunk lives on in the datagrams cut from it; start a new one.
+            if self.buf.capacity() - self.buf.len() < MAX_DATAGRAM
+                && !self.buf.try_reclaim(RX_CHUNK)
+            {
+                // The old chunk lives on in datagrams cut from it that the node still holds;
+                // start a new one. (Once they are all dropped it is reused: no allocation,
+                // and no fresh pages to fault in.)
                 self.buf = BytesMut::with_capacity(RX_CHUNK);
             }
             match socket.try_recv_buf_from(&mut self.buf) {
@@ -134,5 +139,62 @@ impl Sent {
     fn error(&mut self, e: io::Error) {
         self.errors += 1;
         self.first_error.get_or_insert(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A datagram size that fills a chunk past the point where a maximal datagram fits:
+    /// `FILL` of them leave less than [`MAX_DATAGRAM`] free in one chunk.
+    const LEN: usize = MAX_DATAGRAM / 4;
+    const FILL: usize = (RX_CHUNK - MAX_DATAGRAM) / LEN + 1;
+
+    /// A pair of loopback sockets: `rx` to read from, and `tx` connected to it.
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.expect("bind a loopback socket");
+        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind a loopback socket");
+        tx.connect(rx.local_addr().expect("bound")).await.expect("connect");
+        (rx, tx)
+    }
+
+    /// Sends `n` datagrams of [`LEN`] bytes, one at a time, reading each into `batch`.
+    async fn round(rx: &UdpSocket, tx: &UdpSocket, batch: &mut RxBatch, n: usize) {
+        for i in 0..n {
+            tx.send(&[i as u8; LEN]).await.expect("send on loopback");
+            while batch.datagrams.len() <= i {
+                rx.readable().await.expect("readable");
+                assert!(batch.recv(rx, n).is_none(), "no receive error");
+            }
+        }
+        assert!(intact(&batch.datagrams));
+    }
+
+    /// Whether datagram `i` of `got` is [`LEN`] bytes of `i`.
+    fn intact(got: &[(Bytes, SocketAddr)]) -> bool {
+        got.iter().enumerate().all(|(i, (d, _))| d.len() == LEN && d.iter().all(|b| *b == i as u8))
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_datagrams_are_gone_is_read_into_again() {
+        let (rx, tx) = pair().await;
+        let mut batch = RxBatch::new(FILL);
+        round(&rx, &tx, &mut batch, FILL).await;
+        let first = batch.datagrams[0].0.as_ptr();
+        batch.datagrams.clear();
+        round(&rx, &tx, &mut batch, 1).await;
+        assert_eq!(batch.datagrams[0].0.as_ptr(), first, "the chunk is read into again");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_still_held_is_never_written_over() {
+        let (rx, tx) = pair().await;
+        let mut batch = RxBatch::new(FILL);
+        round(&rx, &tx, &mut batch, FILL).await;
+        let kept = std::mem::take(&mut batch.datagrams);
+        round(&rx, &tx, &mut batch, FILL).await;
+        assert!(intact(&kept), "what the node kept reads as it was received");
+        assert_ne!(batch.datagrams[0].0.as_ptr(), kept[0].0.as_ptr());
     }
 }
