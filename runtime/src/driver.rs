@@ -32,6 +32,9 @@ pub(crate) enum Command {
 /// Commands handled in one go before the node is pumped.
 const COMMAND_BATCH: usize = 64;
 
+/// Rounds of due timers fired in one turn (see [`Run::fire_due`]).
+const DUE_ROUNDS: usize = 4;
+
 /// How the driver reaches the other members.
 #[derive(Debug)]
 pub(crate) enum Route {
@@ -231,9 +234,18 @@ impl Run {
 
     /// Fires the node's timers and the gossip if they are due. Checked on every turn of the
     /// loop, so that sockets that are always ready cannot hold timers back.
+    ///
+    /// A timer armed at `now` while timers fire (the flush of a pack, after the sequencer's
+    /// announcement was cast into it) belongs to this same turn: it fires here too, rather
+    /// than after another round through the runtime's timer, which would add that round to
+    /// the latency of every message it holds. At most [`DUE_ROUNDS`] rounds, so a layer that
+    /// re-arms at `now` every time cannot spin the driver.
     fn fire_due(&mut self) {
         let now = self.now();
-        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+        for _ in 0..DUE_ROUNDS {
+            if !self.node.poll_timeout().is_some_and(|t| t <= now) {
+                break;
+            }
             self.node.on_timeout(now);
         }
         if self.next_gossip.is_some_and(|at| at <= Instant::now()) {
