@@ -55,8 +55,9 @@
 //! one. Pass it with `--stack` to see what that gives.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -400,6 +401,9 @@ pub(crate) struct Spec {
     pub timeout_ms: u64,
     pub stack: String,
     pub founder: bool,
+    /// The address of this member's host: its sockets are bound there, and multicast goes
+    /// out of and comes in on that interface (`0.0.0.0`: the kernel's choice).
+    pub host: Ipv4Addr,
 }
 
 impl Spec {
@@ -431,6 +435,7 @@ impl Spec {
             timeout_ms: left.as_millis().max(1) as u64,
             stack: args.stack.clone(),
             founder: index == 0,
+            host: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -599,7 +604,13 @@ fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>
 pub fn member(args: &MemberArgs) -> Result<(), BenchError> {
     let spec: Spec = serde_json::from_str(&args.spec)
         .map_err(|e| BenchError::BadArgs(format!("--spec: {e} (it is written by the parent)")))?;
-    let outcome = if spec.raw { raw::member(&spec) } else { horus_member(&spec) };
+    let outcome = if spec.raw {
+        let (tx, orders) = std::sync::mpsc::channel();
+        proto::read_orders(move |o| tx.send(o).is_ok());
+        raw::member(&spec, orders, Arc::new(|l| say(&l)))
+    } else {
+        horus_member(&spec)
+    };
     if let Err(e) = &outcome {
         let _ = say(&Line::Error { message: e.to_string() });
     }
@@ -706,16 +717,11 @@ impl HorusMember {
         let deadline = tokio::time::Instant::now() + spec.timeout();
         let level = Level::from_str(&spec.level).map_err(in_member)?;
         let mut orders = orders();
-        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let transport = match spec.addr {
-            Some(group) if !spec.unicast => {
-                TransportConfig::multicast(group).interface_v4(Ipv4Addr::LOCALHOST).bind(local)
-            }
-            _ => TransportConfig::unicast_only(spec.seed).bind(local),
-        };
+        let group = spec.addr.filter(|_| !spec.unicast);
+        let seeds: Vec<SocketAddr> = spec.seed.into_iter().collect();
         let mut builder = Group::builder(&spec.group)
             .stack(&spec.stack)
-            .transport(transport)
+            .transport(transport(group, &seeds, SocketAddr::from((spec.host, 0))))
             .founder(spec.founder)
             .join_timeout(spec.timeout());
         if spec.founder {
@@ -808,6 +814,25 @@ impl HorusMember {
             }
         }
     }
+}
+
+/// How a member bound at `bind` (IPv4) reaches the others: multicast to `group` out of the
+/// interface with `bind`'s address (the kernel's choice if it is `0.0.0.0`), or, without a
+/// group, unicast to each member, found through `seeds`.
+pub(crate) fn transport(
+    group: Option<SocketAddr>,
+    seeds: &[SocketAddr],
+    bind: SocketAddr,
+) -> TransportConfig {
+    let interface = match bind.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    match group {
+        Some(group) => TransportConfig::multicast(group).interface_v4(interface),
+        None => TransportConfig::unicast_only(seeds.iter().copied()),
+    }
+    .bind(bind)
 }
 
 /// Starts casting: a task on this runtime at full speed, or a thread that sleeps between
