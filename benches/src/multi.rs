@@ -122,7 +122,7 @@ pub enum Senders {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// IP multicast on the loopback interface.
+    /// IP multicast: on the loopback interface; with --join, on the --bind interface.
     Multicast,
     /// A datagram to each member.
     Unicast,
