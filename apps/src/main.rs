@@ -54,8 +54,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run seeded simulations of a stack and check every history they produce.
     Sim(sim::SimArgs),
-    /// Measure a group of member processes on this host, beside raw UDP with the same pattern.
-    #[command(long_about = BENCH_ABOUT)]
+    /// Measure a group of member processes on this host (or one member of a group across
+    /// hosts, --join), beside raw UDP with the same pattern.
+    #[command(long_about = horus_benches::multi::long_about("horus bench"))]
     Bench(horus_benches::multi::BenchArgs),
     /// One member process of `horus bench` (started by the benchmark itself).
     #[command(hide = true)]
@@ -89,16 +90,3 @@ fn main() -> ExitCode {
         },
     }
 }
-
-const BENCH_ABOUT: &str = "\
-Measure a group of member processes on this host, beside raw UDP with the same pattern.
-
-Starts --members processes that join one group over loopback (multicast, or unicast with one
-datagram per member), waits for the full view, then the senders cast --count messages of
---size bytes each at --level; every member counts deliveries and measures each message's
-latency. In the same run it measures raw UDP with the same processes and pattern (unless
---no-baseline), so every figure comes with its ratio to what the host gives.
-
-Examples:
-  horus bench --members 3 --size 1000 --count 100000 --level fifo --json
-  horus bench --members 3 --size 1000 --count 100000 --level total --rate 10000";

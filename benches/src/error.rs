@@ -25,4 +25,11 @@ pub enum BenchError {
     /// Inside a member: the group, the sockets or the parent failed it.
     #[error("{0}")]
     InMember(String),
+    /// `--join`: the members were started with different settings; nothing was measured,
+    /// and this member has left the group.
+    #[error(
+        "{flag} differs between the members: {mine} here at {me}, {theirs} at {member}; run \
+         every member with the same settings"
+    )]
+    Mismatch { flag: &'static str, mine: String, theirs: String, me: String, member: String },
 }

@@ -3,11 +3,13 @@
 //! - [`Pair`]: two stacks joined back to back with no network, for the criterion micro
 //!   benchmarks of each layer and whole stacks (`benches/stacks.rs`).
 //! - [`multi`]: the multi-process benchmark, a group of processes over real UDP measured
-//!   beside raw UDP in the same run (`horus-bench`; #8).
+//!   beside raw UDP in the same run (`horus-bench`; #8); with `--join`, one member of such a
+//!   group spread over hosts.
 
 pub mod error;
 mod fleet;
 pub mod hist;
+mod join;
 pub mod multi;
 pub mod proto;
 mod raw;

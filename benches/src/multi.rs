@@ -20,6 +20,10 @@
 //! A message longer than a datagram (65,507 bytes) goes as several, and counts when its last
 //! part arrives.
 //!
+//! With `--join NAME` the process starts no members: it is itself one member of a group
+//! spread over hosts, every host running the same command, and the members coordinate over
+//! the group itself (see the `join` module: `benches/src/join.rs`).
+//!
 //! # The figures
 //! - `msgs_per_sec`: messages delivered per second per member, as in JGroups' MPerf: at each
 //!   member, messages delivered ÷ (last delivery − first delivery), averaged over members.
@@ -55,8 +59,9 @@
 //! one. Pass it with `--stack` to see what that gives.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -77,13 +82,39 @@ pub const MAX_MEMBERS: usize = 32;
 /// The largest message: raw UDP must send it in at most 255 datagrams.
 pub const MAX_SIZE: usize = 8 << 20;
 
+/// The long help of the benchmark's command, whose name is `program` (`horus bench`).
+pub fn long_about(program: &str) -> String {
+    format!(
+        "\
+Measure a group of member processes on this host, beside raw UDP with the same pattern.
+
+Starts --members processes that join one group over loopback (multicast, or unicast with one
+datagram per member), waits for the full view, then the senders cast --count messages of
+--size bytes each at --level; every member counts deliveries and measures each message's
+latency. In the same run it measures raw UDP with the same processes and pattern (unless
+--no-baseline), so every figure comes with its ratio to what the host gives.
+
+With --join NAME the process is itself one member of the group NAME, spread over hosts: run
+the same command on every host (--members counts them all; --bind gives each its address),
+and every member prints the same report. Latency is measured from the sender's clock to the
+receiver's (CLOCK_REALTIME): across hosts it is only as good as their clocks' synchronization
+(NTP, PTP), and an offset between two clocks adds to it or takes from it. Throughput does not
+depend on the clocks.
+
+Examples:
+  {program} --members 3 --size 1000 --count 100000 --level fifo --json
+  {program} --members 3 --size 1000 --count 100000 --level total --rate 10000
+  {program} --join lab --members 3 --bind 10.0.0.5:0 --level total   (on each of 3 hosts)"
+    )
+}
+
 /// Who sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Senders {
     /// Every member.
     All,
-    /// One member: the last to join (not the coordinator, which sequences total order).
+    /// One member: the last in the view (not the coordinator, which sequences total order).
     One,
 }
 
@@ -91,7 +122,7 @@ pub enum Senders {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// IP multicast on the loopback interface.
+    /// IP multicast: on the loopback interface; with --join, on the --bind interface.
     Multicast,
     /// A datagram to each member.
     Unicast,
@@ -134,7 +165,8 @@ impl fmt::Display for Transport {
 /// ```
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
-    /// Member processes to start on this host (2 to 32).
+    /// Member processes to start on this host (2 to 32); with --join, the members of the
+    /// group on all hosts, this one included.
     #[arg(long, default_value_t = 3)]
     pub members: usize,
     /// Who casts: every member, or one.
@@ -149,7 +181,8 @@ pub struct BenchArgs {
     /// Service level of the casts: fifo, causal, total or safe.
     #[arg(long, default_value = "fifo", value_parser = parse_level)]
     pub level: Level,
-    /// Multicast on loopback, or unicast to each member.
+    /// Multicast (on loopback; with --join, out of the --bind interface), or unicast to each
+    /// member.
     #[arg(long, value_enum, default_value_t = Transport::Multicast)]
     pub transport: Transport,
     /// Messages per second each sender casts (default: as fast as the stack takes them).
@@ -168,8 +201,24 @@ pub struct BenchArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Members other than the first try to join a group nobody founds (tests the bound).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, conflicts_with = "join")]
     pub fail_join: bool,
+    /// Be one member of the group NAME, spread over hosts, instead of starting members here:
+    /// run the same command on every host; whoever starts first founds the group. Latency
+    /// across hosts is only as good as their clock synchronization.
+    #[arg(long, value_name = "NAME")]
+    pub join: Option<String>,
+    /// With --join: this member's unicast address (port 0: any free port); multicast goes out
+    /// of the interface with its address [default: 127.0.0.1:0].
+    #[arg(long, value_name = "ADDR", requires = "join")]
+    pub bind: Option<SocketAddr>,
+    /// With --join: the group's multicast address and port [default: derived from NAME].
+    #[arg(long, value_name = "ADDR", requires = "join")]
+    pub multicast: Option<SocketAddr>,
+    /// With --join and --transport unicast: unicast addresses of members to join through,
+    /// comma-separated (every member's address, its own included, serves on every host).
+    #[arg(long, value_delimiter = ',', value_name = "ADDR,...", requires = "join")]
+    pub seeds: Vec<SocketAddr>,
 }
 
 impl BenchArgs {
@@ -218,17 +267,60 @@ impl BenchArgs {
                 self.stack
             ));
         }
+        if self.join.is_some() {
+            self.validate_join()?;
+        }
         Ok(())
     }
 
-    fn sender_count(&self) -> usize {
+    /// The network flags of `--join`: IPv4 (as the raw baseline is), and each with the
+    /// transport it serves.
+    fn validate_join(&self) -> Result<(), BenchError> {
+        let bad = |s: String| Err(BenchError::BadArgs(s));
+        if self.join.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return bad("--join: give the group a name".into());
+        }
+        if let Some(bind) = self.bind.filter(|b| !b.is_ipv4()) {
+            return bad(format!("--bind {bind}: give an IPv4 address, e.g. 10.0.0.5:0"));
+        }
+        match self.transport {
+            Transport::Multicast => {
+                if let Some(seed) = self.seeds.first() {
+                    return bad(format!(
+                        "--seeds {seed}: seeds serve --transport unicast; with multicast the \
+                         members find each other at the group's address"
+                    ));
+                }
+                if let Some(m) = self.multicast {
+                    let v4_multicast = matches!(m.ip(), IpAddr::V4(ip) if ip.is_multicast());
+                    if !v4_multicast || m.port() == 0 {
+                        return bad(format!(
+                            "--multicast {m}: give an IPv4 multicast address and a port, e.g. \
+                             239.255.1.1:7400"
+                        ));
+                    }
+                }
+            }
+            Transport::Unicast => {
+                if let Some(m) = self.multicast {
+                    return bad(format!("--multicast {m}: not with --transport unicast"));
+                }
+                if let Some(seed) = self.seeds.iter().find(|s| !s.is_ipv4() || s.port() == 0) {
+                    return bad(format!("--seeds {seed}: give IPv4 addresses with their port"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sender_count(&self) -> usize {
         match self.senders {
             Senders::All => self.members,
             Senders::One => 1,
         }
     }
 
-    fn is_sender(&self, index: usize) -> bool {
+    pub(crate) fn is_sender(&self, index: usize) -> bool {
         match self.senders {
             Senders::All => true,
             Senders::One => index + 1 == self.members,
@@ -277,6 +369,9 @@ pub struct Report {
     pub raw_lost: Option<u64>,
     pub raw_lat_p50_us: Option<f64>,
     pub raw_lat_p99_us: Option<f64>,
+    /// With `--join`: the group's name (its members ran on their own hosts, and latency is
+    /// only as good as the hosts' clock synchronization); `None` for a run on this host.
+    pub join: Option<String>,
 }
 
 impl Report {
@@ -289,9 +384,10 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let pace = self.rate.map_or("as fast as taken".into(), |r| format!("{r} msgs/s each"));
+        let joined = self.join.as_ref().map_or(String::new(), |g| format!(" of group {g}"));
         writeln!(
             f,
-            "{} members, {} sending {} x {} B at {}, {}, {pace}, stack {}",
+            "{} members{joined}, {} sending {} x {} B at {}, {}, {pace}, stack {}",
             self.members,
             self.senders,
             self.count,
@@ -338,28 +434,30 @@ impl fmt::Display for Report {
             f,
             "; retransmissions {}; datagrams per message {}",
             self.retransmissions, self.datagrams_per_msg
-        )
+        )?;
+        if self.join.is_some() {
+            write!(
+                f,
+                "\nlatency runs from the sender's clock to the receiver's: across hosts it is \
+                 only as good as their clocks' synchronization (NTP, PTP)"
+            )?;
+        }
+        Ok(())
     }
 }
 
-/// Runs the benchmark `args` describe, starting members with `launcher`; blocks until the
-/// run ends (each half within `args.timeout`). `args.json` is for the caller: print
-/// [`Report::to_json`] or the report's table.
-///
-/// # Errors
-/// [`BenchError::BadArgs`] before anything starts; [`BenchError::Spawn`],
-/// [`BenchError::TimedOut`] or [`BenchError::Member`] when a run cannot finish. Every member
-/// process is killed and reaped on return.
 /// A command-line run: the report printed (one JSON line with `--json`), or the error on
-/// stderr; exit status 0, 1 when the run fails, 2 on a usage error. Members are started as
-/// this program with the arguments `member` (its hidden member subcommand).
+/// stderr; exit status 0, 1 when the run fails, 2 on a usage error (with `--join`, settings
+/// that differ between the members included). Members are started as this program with the
+/// arguments `member` (its hidden member subcommand); with `--join` this process is the
+/// member.
 pub fn cli(args: &BenchArgs, member: &[&str]) -> std::process::ExitCode {
     use std::process::ExitCode;
     let outcome = Launcher::current_exe(member.iter().copied()).and_then(|l| run(args, &l));
     match outcome {
         Ok(report) if args.json => println!("{}", report.to_json()),
         Ok(report) => println!("{report}"),
-        Err(e @ BenchError::BadArgs(_)) => {
+        Err(e @ (BenchError::BadArgs(_) | BenchError::Mismatch { .. })) => {
             eprintln!("horus bench: {e}");
             return ExitCode::from(2);
         }
@@ -371,7 +469,21 @@ pub fn cli(args: &BenchArgs, member: &[&str]) -> std::process::ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Runs the benchmark `args` describe, starting members with `launcher` (with `--join`, this
+/// process is one member and starts none); blocks until the run ends (each half within
+/// `args.timeout`). `args.json` is for the caller: print [`Report::to_json`] or the report's
+/// table.
+///
+/// # Errors
+/// [`BenchError::BadArgs`] before anything starts; [`BenchError::Spawn`],
+/// [`BenchError::TimedOut`] or [`BenchError::Member`] when a run cannot finish; with
+/// `--join`, [`BenchError::Mismatch`] when the members' settings differ, and
+/// [`BenchError::InMember`] when this member fails. Every member process is killed and reaped
+/// on return; with `--join`, the member has left its group.
 pub fn run(args: &BenchArgs, launcher: &Launcher) -> Result<Report, BenchError> {
+    if let Some(name) = &args.join {
+        return crate::join::run(args, name);
+    }
     args.validate()?;
     let name = format!("horus-bench-{}-{}", std::process::id(), proto::now_ns());
     let horus = run_horus(args, launcher, &name)?;
@@ -400,6 +512,9 @@ pub(crate) struct Spec {
     pub timeout_ms: u64,
     pub stack: String,
     pub founder: bool,
+    /// The address of this member's host: its sockets are bound there, and multicast goes
+    /// out of and comes in on that interface (`0.0.0.0`: the kernel's choice).
+    pub host: Ipv4Addr,
 }
 
 impl Spec {
@@ -412,7 +527,13 @@ impl Spec {
         self.senders as u64 * u64::from(self.count)
     }
 
-    fn new(args: &BenchArgs, index: usize, group: &str, raw: bool, left: Duration) -> Spec {
+    pub(crate) fn new(
+        args: &BenchArgs,
+        index: usize,
+        group: &str,
+        raw: bool,
+        left: Duration,
+    ) -> Spec {
         let unicast = args.transport == Transport::Unicast;
         Spec {
             raw,
@@ -431,6 +552,7 @@ impl Spec {
             timeout_ms: left.as_millis().max(1) as u64,
             stack: args.stack.clone(),
             founder: index == 0,
+            host: Ipv4Addr::LOCALHOST,
         }
     }
 
@@ -553,7 +675,12 @@ fn summarize(results: &[MemberResult]) -> Summary {
     }
 }
 
-fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>) -> Report {
+/// The report of a run whose members measured `horus` and `raw` (in the members' order).
+pub(crate) fn report(
+    args: &BenchArgs,
+    horus: &[MemberResult],
+    raw: Option<&[MemberResult]>,
+) -> Report {
     let h = summarize(horus);
     let r = raw.map(summarize);
     let mb = |rate: f64| round(rate * args.size as f64 / 1e6, 2);
@@ -587,6 +714,7 @@ fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>
         raw_lost: r.as_ref().map(|r| r.lost),
         raw_lat_p50_us: r.as_ref().map(|r| us(r.latency.percentile(0.5))),
         raw_lat_p99_us: r.as_ref().map(|r| us(r.latency.percentile(0.99))),
+        join: args.join.clone(),
     }
 }
 
@@ -599,7 +727,13 @@ fn report(args: &BenchArgs, horus: &[MemberResult], raw: Option<&[MemberResult]>
 pub fn member(args: &MemberArgs) -> Result<(), BenchError> {
     let spec: Spec = serde_json::from_str(&args.spec)
         .map_err(|e| BenchError::BadArgs(format!("--spec: {e} (it is written by the parent)")))?;
-    let outcome = if spec.raw { raw::member(&spec) } else { horus_member(&spec) };
+    let outcome = if spec.raw {
+        let (tx, orders) = std::sync::mpsc::channel();
+        proto::read_orders(move |o| tx.send(o).is_ok());
+        raw::member(&spec, orders, Arc::new(|l| say(&l)))
+    } else {
+        horus_member(&spec)
+    };
     if let Err(e) = &outcome {
         let _ = say(&Line::Error { message: e.to_string() });
     }
@@ -613,7 +747,7 @@ fn orders() -> mpsc::UnboundedReceiver<Order> {
     rx
 }
 
-fn in_member(what: impl fmt::Display) -> BenchError {
+pub(crate) fn in_member(what: impl fmt::Display) -> BenchError {
     BenchError::InMember(what.to_string())
 }
 
@@ -653,6 +787,25 @@ impl Tally {
 
     pub(crate) fn is_complete(&self) -> bool {
         self.result.delivered >= self.result.expected
+    }
+
+    /// A horus member delivered the benchmark message `data`.
+    pub(crate) fn on_message(&mut self, data: &[u8]) {
+        match Header::read(data) {
+            Some(h) => self.on_deliver(&h),
+            None => self.malformed += 1,
+        }
+    }
+
+    /// What a horus member measured, with what its stack counted: the retransmissions it
+    /// sent and the datagrams it handed to the kernel.
+    pub(crate) async fn measured(&self, group: &GroupHandle) -> Result<MemberResult, BenchError> {
+        let counters = group.counters().await.map_err(in_member)?;
+        let mut result = self.result.clone();
+        result.retransmissions =
+            counters.node("mnak", "retrans_sent") + counters.node("pt2pt", "retrans");
+        result.datagrams_sent = counters.member.runtime.datagrams_sent;
+        Ok(result)
     }
 }
 
@@ -706,16 +859,11 @@ impl HorusMember {
         let deadline = tokio::time::Instant::now() + spec.timeout();
         let level = Level::from_str(&spec.level).map_err(in_member)?;
         let mut orders = orders();
-        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let transport = match spec.addr {
-            Some(group) if !spec.unicast => {
-                TransportConfig::multicast(group).interface_v4(Ipv4Addr::LOCALHOST).bind(local)
-            }
-            _ => TransportConfig::unicast_only(spec.seed).bind(local),
-        };
+        let group = spec.addr.filter(|_| !spec.unicast);
+        let seeds: Vec<SocketAddr> = spec.seed.into_iter().collect();
         let mut builder = Group::builder(&spec.group)
             .stack(&spec.stack)
-            .transport(transport)
+            .transport(transport(group, &seeds, SocketAddr::from((spec.host, 0))))
             .founder(spec.founder)
             .join_timeout(spec.timeout());
         if spec.founder {
@@ -768,17 +916,11 @@ impl HorusMember {
                 Some(why) = fails.recv() => return Err(in_member(format!("a cast failed: {why}"))),
                 ev = group.next_event() => match ev {
                     Some(Event::Message { level: Some(_), data, .. }) => {
-                        match Header::read(&data) {
-                            Some(h) => tally.on_deliver(&h),
-                            None => tally.malformed += 1,
-                        }
+                        tally.on_message(&data);
                         if !reported && tally.is_complete() {
                             reported = true;
-                            let counters = group.counters().await.map_err(in_member)?;
-                            tally.result.retransmissions =
-                                counters.node("mnak", "retrans_sent") + counters.node("pt2pt", "retrans");
-                            tally.result.datagrams_sent = counters.member.runtime.datagrams_sent;
-                            say(&Line::Result(tally.result.clone())).map_err(in_member)?;
+                            let result = tally.measured(&group).await?;
+                            say(&Line::Result(result)).map_err(in_member)?;
                         }
                     }
                     Some(Event::View(c)) if !reported && c.view.members.len() < spec.members => {
@@ -810,9 +952,33 @@ impl HorusMember {
     }
 }
 
+/// How a member bound at `bind` (IPv4) reaches the others: multicast to `group` out of the
+/// interface with `bind`'s address (the kernel's choice if it is `0.0.0.0`), or, without a
+/// group, unicast to each member, found through `seeds`.
+pub(crate) fn transport(
+    group: Option<SocketAddr>,
+    seeds: &[SocketAddr],
+    bind: SocketAddr,
+) -> TransportConfig {
+    match group {
+        Some(group) => TransportConfig::multicast(group).interface_v4(host(bind)),
+        None => TransportConfig::unicast_only(seeds.iter().copied()),
+    }
+    .bind(bind)
+}
+
+/// The IPv4 address of the host of a member bound at `bind`: where its multicast goes out and
+/// its raw sockets are bound (`0.0.0.0`, the kernel's choice, for an IPv6 `bind`).
+pub(crate) fn host(bind: SocketAddr) -> Ipv4Addr {
+    match bind.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
 /// Starts casting: a task on this runtime at full speed, or a thread that sleeps between
 /// casts when paced (tokio's timer has millisecond resolution; the thread's sleep is finer).
-fn start_sender(
+pub(crate) fn start_sender(
     spec: &Spec,
     handle: GroupHandle,
     level: Level,
@@ -902,7 +1068,7 @@ fn parse_level(s: &str) -> Result<Level, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -912,8 +1078,13 @@ mod tests {
         bench: BenchArgs,
     }
 
-    fn args(extra: &[&str]) -> BenchArgs {
-        Cli::parse_from(std::iter::once("bench").chain(extra.iter().copied())).bench
+    /// The arguments of a command line `bench EXTRA...`.
+    pub(crate) fn try_args(extra: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(extra.iter().copied())).map(|c| c.bench)
+    }
+
+    pub(crate) fn args(extra: &[&str]) -> BenchArgs {
+        try_args(extra).expect("the arguments parse")
     }
 
     #[test]
@@ -941,8 +1112,7 @@ mod tests {
             &["--timeout", "soon"],
             &["--transport", "carrier-pigeon"],
         ] {
-            let argv = std::iter::once("bench").chain(bad.iter().copied());
-            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+            assert!(try_args(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -987,6 +1157,20 @@ mod tests {
         let none = report(&a, &horus, None);
         assert_eq!((none.raw_msgs_per_sec, none.ratio), (None, None));
         assert!(none.to_string().contains("--no-baseline"));
+    }
+
+    #[test]
+    fn a_joined_run_names_its_group_and_says_latency_needs_synchronized_clocks() {
+        let members = [MemberResult::default(), MemberResult::default()];
+        let joined = report(&args(&["--members", "2", "--join", "lab"]), &members, None);
+        let table = joined.to_string();
+        assert!(table.contains("2 members of group lab"), "{table}");
+        assert!(table.contains("clocks' synchronization"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&joined.to_json()).unwrap();
+        assert_eq!(json["join"], "lab");
+        let local = report(&args(&["--members", "2"]), &members, None);
+        assert!(!local.to_string().contains("clocks"));
+        assert_eq!(local.join, None);
     }
 
     #[test]

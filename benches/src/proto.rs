@@ -12,6 +12,12 @@ use crate::hist::Histogram;
 /// Bytes of [`Header`] at the start of every message: the smallest message size.
 pub const HEADER_LEN: usize = 16;
 
+/// The first bytes of a note the members of a `--join` run cast to each other. Byte 3 is a
+/// benchmark message's count of parts, and 0 here: [`Header::read`] refuses every note, so no
+/// note is counted as a benchmark message, and no benchmark message (whose count is at least
+/// 1) is taken for a note.
+pub const NOTE_TAG: [u8; 4] = [b'h', b'b', 0xff, 0];
+
 /// The first bytes of every benchmark message, horus and raw alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -211,6 +217,20 @@ mod tests {
         buf[2] = 0;
         buf[3] = 0; // of 0 parts
         assert_eq!(Header::read(&buf), None);
+    }
+
+    #[test]
+    fn a_note_is_never_read_as_a_benchmark_message() {
+        for body in [&b""[..], b"{}", &[0u8; 64], &[0xffu8; 64]] {
+            let note = [&NOTE_TAG[..], body].concat();
+            assert_eq!(Header::read(&note), None, "{body:?}");
+        }
+        let mut buf = [0u8; 16];
+        for parts in 1..=255u8 {
+            let h = Header { sender: 0x6268, part: parts - 1, parts, seq: 0, sent_ns: 0 };
+            h.write(&mut buf);
+            assert!(!buf.starts_with(&NOTE_TAG), "{h:?}");
+        }
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! The raw UDP member: the benchmark's pattern with no protocol, for the baseline.
 //!
 //! Multicast: every member receives on a socket bound to the group's address and port (shared
-//! by the members, `SO_REUSEADDR` and `SO_REUSEPORT`, joined through `127.0.0.1`) and sends
-//! from a socket of its own with `IP_MULTICAST_IF` `127.0.0.1` and loop on, as the runtime
-//! does. Unicast: one socket on `127.0.0.1`, and a sender sends each datagram to every member,
-//! itself included (as a cast is delivered to its sender). Buffers are asked as large as the
-//! runtime asks for its own, so neither side has a kernel advantage.
+//! by the members on a host, `SO_REUSEADDR` and `SO_REUSEPORT`, joined through the member's
+//! host address, `127.0.0.1` on one host) and sends from a socket of its own on that address
+//! with `IP_MULTICAST_IF` set to it and loop on, as the runtime does. Unicast: one socket on
+//! the host address, and a sender sends each datagram to every member, itself included (as a
+//! cast is delivered to its sender). Buffers are asked as large as the runtime asks for its
+//! own, so neither side has a kernel advantage.
 //!
-//! Sockets are blocking; the receiver reads with a short timeout so it can take the parent's
-//! orders, and stops once it has every message, or once the parent says every sender is done
-//! and nothing has come for [`QUIET`].
+//! Sockets are blocking; the receiver reads with a short timeout so it can take its orders,
+//! and stops once it has every message, or once it is told every sender is done and nothing
+//! has come for [`QUIET`]. The orders come on a channel and the member says what it did
+//! through a callback: a member process takes them from its parent on stdin and answers on
+//! stdout, a member of `--join` takes them from the group's notes and casts its answers.
 
 use std::io::{self, ErrorKind};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +25,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::BenchError;
 use crate::multi::{pace, Spec, Tally};
-use crate::proto::{self, say, Header, Line, Order};
+use crate::proto::{self, Header, Line, Order};
 
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -40,14 +44,17 @@ fn err(what: &str, e: io::Error) -> BenchError {
     BenchError::InMember(format!("raw UDP: {what}: {e}"))
 }
 
-/// Runs a raw UDP member until the parent says `exit` or goes away.
-pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
+/// Where a raw member says what it did ([`Line::Bound`], [`Line::Sent`], [`Line::Result`]),
+/// from its own thread and its sender's; an error means nobody listens any more.
+pub(crate) type Say = Arc<dyn Fn(Line) -> io::Result<()> + Send + Sync>;
+
+/// Runs a raw UDP member until it is told `exit` or its orders' channel closes.
+pub(crate) fn member(spec: &Spec, orders: Receiver<Order>, say: Say) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
     let (recv, send) = open(spec)?;
     recv.set_read_timeout(Some(POLL)).map_err(|e| err("SO_RCVTIMEO", e))?;
     let addr = send.local_addr().map_err(|e| err("local address", e))?;
-    say(&Line::Bound { addr }).map_err(|e| err("report", e))?;
-    let orders = orders();
+    say(Line::Bound { addr }).map_err(|e| err("report", e))?;
     let mut dests: Vec<SocketAddr> = spec.addr.into_iter().collect();
     let mut tally = Tally::new(spec.expected());
     let mut drain_since: Option<Instant> = None;
@@ -81,7 +88,7 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
                 Ok(Order::Peers(p)) if spec.unicast => dests = p,
                 Ok(Order::Go) if spec.sender => {
                     let socket = send.try_clone().map_err(|e| err("clone the socket", e))?;
-                    start_sender(spec, socket, dests.clone());
+                    start_sender(spec, socket, dests.clone(), say.clone());
                 }
                 Ok(Order::Drain) => drain_since = Some(Instant::now()),
                 Ok(Order::Exit) | Err(TryRecvError::Disconnected) => return Ok(()),
@@ -95,7 +102,7 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
             break;
         }
     }
-    say(&Line::Result(tally.result)).map_err(|e| err("report", e))?;
+    say(Line::Result(tally.result)).map_err(|e| err("report", e))?;
     // Stay until told to go, as a horus member does.
     loop {
         match orders.recv() {
@@ -105,24 +112,19 @@ pub(crate) fn member(spec: &Spec) -> Result<(), BenchError> {
     }
 }
 
-/// The parent's orders, as a channel.
-fn orders() -> Receiver<Order> {
-    let (tx, rx) = mpsc::channel();
-    proto::read_orders(move |o| tx.send(o).is_ok());
-    rx
-}
-
-/// The sockets: one to receive on, one to send from (the same socket in unicast).
+/// The sockets: one to receive on, one to send from (the same socket in unicast), on the
+/// member's host address (`0.0.0.0`: the kernel's choice of interface).
 fn open(spec: &Spec) -> Result<(UdpSocket, UdpSocket), BenchError> {
-    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let host = spec.host;
+    let local = SocketAddr::from((host, 0));
     let send = new_socket()?;
     match spec.addr.filter(|_| !spec.unicast) {
         Some(group) => {
-            send.set_multicast_if_v4(&Ipv4Addr::LOCALHOST)
-                .map_err(|e| err("IP_MULTICAST_IF 127.0.0.1", e))?;
+            send.set_multicast_if_v4(&host)
+                .map_err(|e| err(&format!("IP_MULTICAST_IF {host}"), e))?;
             send.set_multicast_loop_v4(true).map_err(|e| err("IP_MULTICAST_LOOP", e))?;
             send.set_multicast_ttl_v4(1).map_err(|e| err("IP_MULTICAST_TTL", e))?;
-            send.bind(&local.into()).map_err(|e| err("bind 127.0.0.1:0", e))?;
+            send.bind(&local.into()).map_err(|e| err(&format!("bind {local}"), e))?;
             let recv = new_socket()?;
             recv.set_reuse_address(true).map_err(|e| err("SO_REUSEADDR", e))?;
             recv.set_reuse_port(true).map_err(|e| err("SO_REUSEPORT", e))?;
@@ -130,12 +132,12 @@ fn open(spec: &Spec) -> Result<(UdpSocket, UdpSocket), BenchError> {
             let SocketAddr::V4(g) = group else {
                 return Err(BenchError::InMember(format!("raw UDP: {group} is not IPv4")));
             };
-            recv.join_multicast_v4(g.ip(), &Ipv4Addr::LOCALHOST)
-                .map_err(|e| err(&format!("join {} on 127.0.0.1", g.ip()), e))?;
+            recv.join_multicast_v4(g.ip(), &host)
+                .map_err(|e| err(&format!("join {} on {host}", g.ip()), e))?;
             Ok((recv.into(), send.into()))
         }
         None => {
-            send.bind(&local.into()).map_err(|e| err("bind 127.0.0.1:0", e))?;
+            send.bind(&local.into()).map_err(|e| err(&format!("bind {local}"), e))?;
             let send: UdpSocket = send.into();
             let recv = send.try_clone().map_err(|e| err("clone the socket", e))?;
             Ok((recv, send))
@@ -158,8 +160,8 @@ pub(crate) fn parts(size: usize) -> Vec<usize> {
     (0..n).map(|i| size / n + usize::from(i < size % n)).collect()
 }
 
-/// Sends `spec.count` messages to `dests` from a thread, then reports `sent`.
-fn start_sender(spec: &Spec, socket: UdpSocket, dests: Vec<SocketAddr>) {
+/// Sends `spec.count` messages to `dests` from a thread, then says `sent`.
+fn start_sender(spec: &Spec, socket: UdpSocket, dests: Vec<SocketAddr>, say: Say) {
     let (count, rate, sender) = (spec.count, spec.rate, spec.index as u16);
     let parts = parts(spec.size);
     thread::spawn(move || {
@@ -184,7 +186,7 @@ fn start_sender(spec: &Spec, socket: UdpSocket, dests: Vec<SocketAddr>) {
         if failed > 0 {
             eprintln!("raw UDP: {failed} sends failed");
         }
-        let _ = say(&Line::Sent);
+        let _ = say(Line::Sent);
     });
 }
 

@@ -12,9 +12,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use horus_benches::multi::{self, BenchArgs, MemberArgs};
 
-/// Measure a process group of Horus for Rust on this host, beside raw UDP.
+/// Measure a process group of Horus for Rust on this host (or one member of a group across
+/// hosts, --join), beside raw UDP.
 #[derive(Parser, Debug)]
-#[command(name = "horus-bench", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "horus-bench",
+    version,
+    about,
+    long_about = multi::long_about("horus-bench"),
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(flatten)]
     bench: BenchArgs,
