@@ -1002,13 +1002,26 @@ pub(crate) fn start_sender(
                 let start = Instant::now();
                 for seq in 0..count {
                     pace(start, rate, seq);
-                    if let Err(e) = rt.block_on(handle.cast(payloads.next(seq), level)) {
+                    if let Err(e) = cast_from_thread(&rt, handle.cast(payloads.next(seq), level)) {
                         let _ = fails.send(e.to_string());
                         return;
                     }
                 }
             });
         }
+    }
+}
+
+/// Runs a cast from a thread outside the runtime. A cast with room in the queue completes
+/// on its first poll: that poll is made here, with no waker, so the usual case costs no
+/// entering of the runtime and no parking; only a cast that must wait for room (flow control
+/// holding the sender) is handed to the runtime to wait on.
+fn cast_from_thread<F: std::future::Future>(rt: &tokio::runtime::Handle, cast: F) -> F::Output {
+    let mut cast = std::pin::pin!(cast);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match cast.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => rt.block_on(cast),
     }
 }
 
