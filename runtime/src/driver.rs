@@ -243,10 +243,10 @@ impl Run {
     fn fire_due(&mut self) {
         let now = self.now();
         for _ in 0..DUE_ROUNDS {
-            if !self.node.poll_timeout().is_some_and(|t| t <= now) {
-                break;
+            match self.node.poll_timeout() {
+                Some(at) if at <= now => self.node.on_timeout(now),
+                _ => break,
             }
-            self.node.on_timeout(now);
         }
         if self.next_gossip.is_some_and(|at| at <= Instant::now()) {
             self.gossip();
