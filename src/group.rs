@@ -512,6 +512,13 @@ impl Group {
     pub async fn next_event(&mut self) -> Option<Event> {
         self.events.recv().await
     }
+
+    /// The next event if one is ready now, without waiting: for taking the rest of a burst
+    /// after [`next_event`](Self::next_event) returned its first. `None` when no event is
+    /// ready (or the member has stopped and every event was read).
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
 }
 
 #[cfg(test)]

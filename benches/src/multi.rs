@@ -852,6 +852,9 @@ pub(crate) fn pace(start: Instant, rate: f64, seq: u32) {
     }
 }
 
+/// Events taken in one turn of a member's loop.
+const BURST: usize = 256;
+
 struct HorusMember;
 
 impl HorusMember {
@@ -914,33 +917,44 @@ impl HorusMember {
                     _ => {}
                 },
                 Some(why) = fails.recv() => return Err(in_member(format!("a cast failed: {why}"))),
-                ev = group.next_event() => match ev {
-                    Some(Event::Message { level: Some(_), data, .. }) => {
-                        tally.on_message(&data);
-                        if !reported && tally.is_complete() {
-                            reported = true;
-                            let result = tally.measured(&group).await?;
-                            say(&Line::Result(result)).map_err(in_member)?;
+                ev = group.next_event() => {
+                    // The rest of a burst is taken here, without another turn of the
+                    // select; a bounded number, so orders are still looked at.
+                    let (mut next, mut taken) = (Some(ev), 0);
+                    while let Some(ev) = next.take() {
+                        match ev {
+                            Some(Event::Message { level: Some(_), data, .. }) => {
+                                tally.on_message(&data);
+                                if !reported && tally.is_complete() {
+                                    reported = true;
+                                    let result = tally.measured(&group).await?;
+                                    say(&Line::Result(result)).map_err(in_member)?;
+                                }
+                            }
+                            Some(Event::View(c)) if !reported && c.view.members.len() < spec.members => {
+                                return Err(in_member(format!(
+                                    "a member was lost: the view went to {} of {} members after {} of {} deliveries",
+                                    c.view.members.len(),
+                                    spec.members,
+                                    tally.result.delivered,
+                                    tally.result.expected
+                                )))
+                            }
+                            Some(Event::Exit) | None if !reported => {
+                                return Err(in_member(format!(
+                                    "excluded from the group after {} of {} deliveries",
+                                    tally.result.delivered, tally.result.expected
+                                )))
+                            }
+                            Some(Event::Exit) | None => return Ok(()),
+                            _ => {}
+                        }
+                        taken += 1;
+                        if taken < BURST {
+                            next = group.try_next_event().map(Some);
                         }
                     }
-                    Some(Event::View(c)) if !reported && c.view.members.len() < spec.members => {
-                        return Err(in_member(format!(
-                            "a member was lost: the view went to {} of {} members after {} of {} deliveries",
-                            c.view.members.len(),
-                            spec.members,
-                            tally.result.delivered,
-                            tally.result.expected
-                        )))
-                    }
-                    Some(Event::Exit) | None if !reported => {
-                        return Err(in_member(format!(
-                            "excluded from the group after {} of {} deliveries",
-                            tally.result.delivered, tally.result.expected
-                        )))
-                    }
-                    Some(Event::Exit) | None => return Ok(()),
-                    _ => {}
-                },
+                }
                 () = tokio::time::sleep_until(deadline), if !reported => {
                     return Err(in_member(format!(
                         "delivered {} of {} messages within the timeout",

@@ -436,3 +436,32 @@ async fn errors_say_what_went_wrong() {
     group.leave().await.expect("a member alone leaves");
     assert!(group.has_exited());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_next_event_takes_what_is_ready_in_order_and_never_waits() {
+    let t = transport(9);
+    let mut group = builder("api-try-next", &t).founder(true).join().await.expect("founds");
+    // The first view is all there is: nothing else is ready.
+    let first = tokio::time::timeout(PATIENCE, group.next_event()).await.expect("a view");
+    assert!(matches!(first, Some(Event::View(_))), "first event: {first:?}");
+    assert!(group.try_next_event().is_none(), "an event out of nowhere");
+    let sent: Vec<Bytes> = (0..5).map(|k| Bytes::from(format!("burst {k}"))).collect();
+    for data in &sent {
+        group.handle().cast(data.clone(), Level::Fifo).await.expect("casts");
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while got.len() < sent.len() {
+        match group.try_next_event() {
+            Some(Event::Message { data, .. }) => got.push(data),
+            Some(other) => panic!("only the casts were due, got {other:?}"),
+            // Not delivered yet: look again shortly (this test checks order, not speed).
+            None => {
+                assert!(tokio::time::Instant::now() < deadline, "casts not delivered: {got:?}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+    assert_eq!(got, sent, "delivered in the order cast");
+    assert!(group.try_next_event().is_none(), "more than was cast");
+}
