@@ -267,7 +267,10 @@ fn two_members_of_three_end_within_the_timeout_naming_the_view() {
         assert!(e.stdout.is_empty(), "no report: {}", e.stdout);
         let says = &e.stderr;
         assert!(says.contains("a view of 3 members"), "names what it waited for: {says}");
-        assert!(says.contains("the last had 2"), "and what it had: {says}");
+        // Two (or, on a host so loaded that the two did not hear each other within the
+        // timeout, each alone): what it had, whichever.
+        let had = ["the last had 2", "the last had 1"];
+        assert!(had.iter().any(|h| says.contains(h)), "and what it had: {says}");
     }
 }
 
